@@ -1,0 +1,1 @@
+"""WebRTC ingest: the aiohttp server, the browser page, and WebRTC clients."""

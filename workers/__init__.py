@@ -1,0 +1,1 @@
+"""Workers: live feature extraction, the Redis bus and schemas, the inference worker."""

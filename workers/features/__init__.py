@@ -1,0 +1,1 @@
+"""Live feature extractors, shared by streaming ingest and the offline `extract` command."""

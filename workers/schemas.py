@@ -1,0 +1,226 @@
+"""Every message that travels through Redis: typed, versioned, msgpack-encoded.
+
+Two message types:
+- `FeatureWindow` (ingest → inference, on the windows stream): the features of one rolling window
+  of one session. Features only: never raw audio or video.
+- `EmotionEvent` (inference → subscribers, on the per-session event stream and the live channel).
+
+Wire format: a msgpack map `{"v": SCHEMA_VERSION, "type": <MessageType>, ...fields}`; numpy arrays
+are msgpack ext type 1 holding `dtype|shape|raw bytes`. Other languages read the same map; arrays
+are only in FeatureWindow, which they never need. Stream entries carry the encoded message in the
+field `m`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+import numpy as np
+
+from merclip.errors import SchemaError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EmotionEvent",
+    "FeatureWindow",
+    "Latency",
+    "MessageType",
+    "decode",
+    "encode",
+    "event_id_for",
+]
+
+SCHEMA_VERSION = 1
+_NDARRAY_EXT = 1
+
+
+class MessageType(str, enum.Enum):
+    FEATURE_WINDOW = "feature_window"
+    EMOTION_EVENT = "emotion_event"
+
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    """Features of one window of one session, as computed by the live extractors."""
+
+    TYPE: ClassVar[MessageType] = MessageType.FEATURE_WINDOW
+
+    session_id: str
+    seq: int
+    """Window sequence number within the session, from 0."""
+    media_start: float
+    """Seconds since the session started (monotonic arrival clock), window start."""
+    media_end: float
+    wall_start: float
+    """Unix time of the window start."""
+    wall_end: float
+    transcript: str
+    """ASR text of the window ('' when silent or no audio track)."""
+    language: np.ndarray | None
+    """(T_l, D) float16: CLIP text-encoder token outputs of the transcript; last row = EOT."""
+    visual: np.ndarray | None
+    """(N_faces, D) float16: CLIP image embeddings of face crops; None when no face in view."""
+    audio: np.ndarray | None
+    """(T_a, D_a) float16: log-mel frames; None when there is no audio or it is silent."""
+    face_present: bool
+    speech_present: bool
+    clip_model: str
+    """open_clip model name the features were computed with."""
+    clip_pretrained: str
+    """Pretrained tag/file of that CLIP ('' = random init)."""
+    features_ready_wall: float
+    """Unix time when extraction finished."""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    """Extraction time per stage: asr, faces, clip_image, clip_text, audio."""
+    feature_space: str = "live"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds from the window's end to each stage."""
+
+    features_ready_ms: float
+    inference_done_ms: float
+    published_ms: float
+
+
+@dataclass(frozen=True)
+class EmotionEvent:
+    """The prediction for one window of one session."""
+
+    TYPE: ClassVar[MessageType] = MessageType.EMOTION_EVENT
+
+    event_id: str
+    """Deterministic: same session, window and model give the same id (see event_id_for)."""
+    session_id: str
+    seq: int
+    media_start: float
+    media_end: float
+    wall_start: float
+    wall_end: float
+    transcript: str
+    emotion_labels: list[str]
+    emotion_probs: list[float]
+    """Per label, in emotion_labels order: sigmoid of normalised similarities."""
+    emotion_smoothed: list[float]
+    """Exponential moving average of emotion_probs over the session's windows."""
+    emotions_predicted: list[str]
+    """Labels whose probability is at least the threshold."""
+    emotion_threshold: float
+    sentiment_labels: list[str]
+    sentiment_probs: list[float]
+    sentiment_smoothed: list[float]
+    sentiment: str
+    face_present: bool
+    speech_present: bool
+    model_name: str
+    model_version: str
+    zero_shot: bool
+    """True when no trained MER-CLIP checkpoint is loaded (CLIP similarity only)."""
+    pretrained: bool
+    """False when the CLIP encoders are randomly initialised: predictions are meaningless."""
+    latency: Latency
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what `merclip subscribe` prints and the pages read)."""
+        return _to_plain(self)
+
+
+def event_id_for(session_id: str, seq: int, model_name: str, model_version: str) -> str:
+    """Deterministic event id: redelivering a window never creates a second event."""
+    key = f"{session_id}\x00{seq}\x00{model_name}\x00{model_version}".encode()
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
+def encode(message: FeatureWindow | EmotionEvent) -> bytes:
+    body = _to_plain(message, keep_arrays=True)
+    body["v"] = SCHEMA_VERSION
+    body["type"] = message.TYPE.value
+    return msgpack.packb(body, default=_pack_ext, use_bin_type=True)
+
+
+def decode(data: bytes) -> FeatureWindow | EmotionEvent:
+    """Decode bytes into their message; anything malformed raises SchemaError."""
+    try:
+        body = msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False, strict_map_key=True)
+    except SchemaError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise SchemaError(f"not a msgpack message: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SchemaError("message is not a map")
+    version = body.pop("v", None)
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"schema version {version!r} not supported (this is {SCHEMA_VERSION})")
+    kind = body.pop("type", None)
+    cls: type[FeatureWindow] | type[EmotionEvent]
+    if kind == MessageType.FEATURE_WINDOW.value:
+        cls = FeatureWindow
+    elif kind == MessageType.EMOTION_EVENT.value:
+        cls = EmotionEvent
+        if isinstance(body.get("latency"), dict):
+            try:
+                body["latency"] = Latency(**body["latency"])
+            except TypeError as exc:
+                raise SchemaError(f"bad latency field: {exc}") from exc
+    else:
+        raise SchemaError(f"unknown message type {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = required - body.keys()
+    if missing:
+        raise SchemaError(f"{kind} is missing fields {sorted(missing)}")
+    unknown = body.keys() - names
+    if unknown:
+        raise SchemaError(f"{kind} has unknown fields {sorted(unknown)}")
+    return cls(**body)
+
+
+def _to_plain(obj: Any, keep_arrays: bool = False) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name), keep_arrays) for f in dataclasses.fields(obj)}
+    if isinstance(obj, np.ndarray):
+        return obj if keep_arrays else obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _to_plain(v, keep_arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v, keep_arrays) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _pack_ext(obj: Any) -> msgpack.ExtType:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        header = json.dumps([arr.dtype.str, list(arr.shape)]).encode()
+        return msgpack.ExtType(_NDARRAY_EXT, struct.pack("<I", len(header)) + header + arr.tobytes())
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def _unpack_ext(code: int, data: bytes) -> Any:
+    if code != _NDARRAY_EXT:
+        raise SchemaError(f"unknown msgpack ext type {code}")
+    try:
+        (n,) = struct.unpack_from("<I", data)
+        dtype, shape = json.loads(data[4 : 4 + n])
+        dt = np.dtype(dtype)
+        if dt.kind not in "fiub":
+            raise SchemaError(f"array dtype {dtype} not allowed")
+        return np.frombuffer(data[4 + n :], dtype=dt).reshape(shape).copy()
+    except SchemaError:
+        raise
+    except Exception as exc:
+        raise SchemaError(f"bad array payload: {exc}") from exc

@@ -7,8 +7,8 @@ an all-False mask row: the decoder skips it for that sample instead of attending
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def collate(samples: Sequence[Sample], dims: dict[str, int]) -> ModalityBatch:
         t_max = max(1, max(lengths))
         feats = torch.zeros(len(samples), t_max, dims[m], dtype=torch.float32)
         mask = torch.zeros(len(samples), t_max, dtype=torch.bool)
-        for i, (x, n) in enumerate(zip(seqs, lengths)):
+        for i, (x, n) in enumerate(zip(seqs, lengths, strict=False)):
             if n == 0 or x is None:
                 continue
             arr = np.asarray(x, dtype=np.float32)

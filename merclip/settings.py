@@ -11,9 +11,10 @@ import dataclasses
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from merclip.errors import ConfigError
 
@@ -172,9 +173,7 @@ class Settings:
         return dataclasses.replace(self, **{section: _build(section, type(current), merged)})
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `path` (default: no file = all defaults) plus environment overrides."""
     raw: dict[str, Any] = {}
     if path is not None:

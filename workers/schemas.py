@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 _NDARRAY_EXT = 1
 
 
-class MessageType(str, enum.Enum):
+class MessageType(enum.StrEnum):
     FEATURE_WINDOW = "feature_window"
     EMOTION_EVENT = "emotion_event"
 
@@ -190,7 +190,9 @@ def decode(data: bytes) -> FeatureWindow | EmotionEvent:
 
 def _to_plain(obj: Any, keep_arrays: bool = False) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_plain(getattr(obj, f.name), keep_arrays) for f in dataclasses.fields(obj)}
+        return {
+            f.name: _to_plain(getattr(obj, f.name), keep_arrays) for f in dataclasses.fields(obj)
+        }
     if isinstance(obj, np.ndarray):
         return obj if keep_arrays else obj.tolist()
     if isinstance(obj, dict):
@@ -206,7 +208,9 @@ def _pack_ext(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         header = json.dumps([arr.dtype.str, list(arr.shape)]).encode()
-        return msgpack.ExtType(_NDARRAY_EXT, struct.pack("<I", len(header)) + header + arr.tobytes())
+        return msgpack.ExtType(
+            _NDARRAY_EXT, struct.pack("<I", len(header)) + header + arr.tobytes()
+        )
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 

@@ -1,0 +1,121 @@
+"""Redis messages: typed, versioned, compact; anything malformed is a SchemaError."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from merclip.errors import SchemaError
+from workers.schemas import (
+    EmotionEvent,
+    FeatureWindow,
+    Latency,
+    decode,
+    encode,
+    event_id_for,
+)
+
+
+def _window(visual: np.ndarray | None) -> FeatureWindow:
+    rng = np.random.default_rng(0)
+    return FeatureWindow(
+        session_id="s1",
+        seq=3,
+        media_start=6.0,
+        media_end=10.0,
+        wall_start=1000.0,
+        wall_end=1004.0,
+        transcript="hello there",
+        language=rng.standard_normal((5, 512)).astype(np.float16),
+        visual=visual,
+        audio=None,
+        face_present=visual is not None,
+        speech_present=True,
+        clip_model="ViT-B-32",
+        clip_pretrained="",
+        features_ready_wall=1004.3,
+        stage_ms={"asr": 400.0},
+    )
+
+
+def test_feature_window_round_trip_keeps_arrays_and_absence() -> None:
+    fw = _window(np.ones((2, 512), np.float16))
+    out = decode(encode(fw))
+    assert isinstance(out, FeatureWindow)
+    assert out.audio is None
+    np.testing.assert_array_equal(out.language, fw.language)
+    np.testing.assert_array_equal(out.visual, fw.visual)
+    assert out.language.dtype == np.float16
+    assert (out.session_id, out.seq, out.transcript, out.stage_ms) == (
+        "s1",
+        3,
+        "hello there",
+        {"asr": 400.0},
+    )
+
+
+def test_encoding_is_compact() -> None:
+    fw = _window(None)
+    # 5 x 512 float16 = 5120 bytes of features; the envelope adds little.
+    assert len(encode(fw)) < 5120 + 600
+
+
+def test_event_round_trip_and_json() -> None:
+    ev = EmotionEvent(
+        event_id=event_id_for("s1", 3, "m", "v1"),
+        session_id="s1",
+        seq=3,
+        media_start=6.0,
+        media_end=10.0,
+        wall_start=1.0,
+        wall_end=5.0,
+        transcript="hi",
+        emotion_labels=["happy", "sad"],
+        emotion_probs=[0.7, 0.2],
+        emotion_smoothed=[0.6, 0.3],
+        emotions_predicted=["happy"],
+        emotion_threshold=0.6,
+        sentiment_labels=["negative", "positive"],
+        sentiment_probs=[0.1, 0.9],
+        sentiment_smoothed=[0.2, 0.8],
+        sentiment="positive",
+        face_present=True,
+        speech_present=True,
+        model_name="m",
+        model_version="v1",
+        zero_shot=False,
+        pretrained=True,
+        latency=Latency(300.0, 350.0, 360.0),
+    )
+    out = decode(encode(ev))
+    assert out == ev
+    assert ev.to_json_dict()["latency"]["published_ms"] == 360.0
+
+
+def test_event_id_is_deterministic() -> None:
+    assert event_id_for("s", 1, "m", "v") == event_id_for("s", 1, "m", "v")
+    assert event_id_for("s", 1, "m", "v") != event_id_for("s", 2, "m", "v")
+    assert event_id_for("s", 1, "m", "v") != event_id_for("s", 1, "m", "v2")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1garbage",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"v": 99, "type": "feature_window"}),
+        msgpack.packb({"v": 1, "type": "nope"}),
+        msgpack.packb({"v": 1, "type": "feature_window", "session_id": "x"}),
+        msgpack.packb({"v": 1, "type": "emotion_event", "bogus": 1}),
+    ],
+)
+def test_malformed_messages_raise_schema_error(payload: bytes) -> None:
+    with pytest.raises(SchemaError):
+        decode(payload)
+
+
+def test_object_arrays_are_refused() -> None:
+    body = encode(_window(None)).replace(b"<f2", b"|O8")
+    with pytest.raises(SchemaError):
+        decode(body)

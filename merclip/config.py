@@ -1,0 +1,190 @@
+"""Named MER-CLIP architectures: `merclip/model_configs/<name>.json` read into `MerClipConfig`.
+
+Like open_clip's model_configs/: one JSON file per architecture, a frozen dataclass, and a new
+option is a config field (never a `force_*` argument). Everything the paper leaves open (widths,
+layer counts, the emotion normalisation, the query pooling) is a field with a documented default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from merclip.batch import MODALITIES
+from merclip.errors import ConfigError
+
+__all__ = [
+    "TASKS",
+    "MerClipConfig",
+    "config_from_dict",
+    "list_model_configs",
+    "load_model_config",
+]
+
+TASKS: tuple[str, ...] = ("emotion", "sentiment")
+_CONFIG_DIR = Path(__file__).with_name("model_configs")
+
+
+@dataclass(frozen=True)
+class MerClipConfig:
+    name: str = "custom"
+    """Architecture name (the JSON file's stem for named configs)."""
+    clip_model: str = "ViT-B-32"
+    """open_clip model whose text tower encodes labels and queries (and, in the live feature
+    space, produced the language and visual features)."""
+    feature_space: str = "live"
+    """"live" (what the service computes) or "benchmark" (MMSA pre-extracted features)."""
+    dims: dict[str, int] = field(
+        default_factory=lambda: {"language": 512, "visual": 512, "audio": 64}
+    )
+    """Input feature width of each modality."""
+    width: int = 256
+    """Decoder width (adapters project every modality and the query to it)."""
+    heads: int = 8
+    layers: int = 1
+    """Decoder blocks per modality stage."""
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    n_ctx: int = 4
+    """Learnable context vectors before each label word (CoOp) and in the query prompt."""
+    ctx_init: str = "a photo of a"
+    """Template whose token embeddings initialise the label context when it has exactly n_ctx
+    tokens; otherwise the context starts from N(0, 0.02)."""
+    order: tuple[str, ...] = ("language", "visual", "audio")
+    """Modality order of the cross-modal decoder stages (paper: L, V, A)."""
+    emotion_labels: tuple[str, ...] = ("happy", "sad", "anger", "surprise", "disgust", "fear")
+    sentiment_labels: tuple[str, ...] = ("negative", "positive")
+    emotion_query_word: str = "Emotion"
+    sentiment_query_word: str = "Sentiment"
+    """Query words ("" = learnable prompts only)."""
+    emotion_norm: str = "batch"
+    """"Standard normalisation" of the emotion similarities before the sigmoid. "batch": per-label
+    standardisation (BatchNorm1d without affine; running statistics at inference). "sample":
+    z-score across the labels of each sample (no state)."""
+    emotion_threshold: float = 0.6
+    logit_scale_init: float = 1.0 / 0.07
+    """Initial exp(logit scale) of the sentiment head (CLIP's value)."""
+    pooling: str = "eot"
+    """How Z^[3] becomes one vector: "eot" = the query's end-of-text token (it attends to every
+    prompt token in the text encoder, like CLIP's pooled output) or "mean" over query tokens."""
+    freeze_clip: bool = True
+    tasks: tuple[str, ...] = TASKS
+
+    def __post_init__(self) -> None:
+        # Copy so that a frozen config never shares a mutable dict with its caller.
+        object.__setattr__(self, "dims", {m: int(self.dims[m]) for m in self.dims})
+        self.validate()
+
+    def validate(self) -> None:
+        _check(set(self.dims) == set(MODALITIES), "dims", f"must have exactly {MODALITIES}")
+        _check(all(d >= 1 for d in self.dims.values()), "dims", "must be >= 1")
+        _check(self.feature_space in ("live", "benchmark"), "feature_space", "live|benchmark")
+        _check(self.width >= 1 and self.heads >= 1, "width/heads", "must be >= 1")
+        _check(self.width % self.heads == 0, "width", f"must be divisible by heads={self.heads}")
+        _check(self.layers >= 1, "layers", "must be >= 1")
+        _check(self.mlp_ratio > 0, "mlp_ratio", "must be > 0")
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        _check(self.n_ctx >= 0, "n_ctx", "must be >= 0")
+        _check(sorted(self.order) == sorted(MODALITIES), "order", f"a permutation of {MODALITIES}")
+        _check(len(self.emotion_labels) >= 1, "emotion_labels", "must not be empty")
+        _check(len(self.sentiment_labels) >= 2, "sentiment_labels", "needs >= 2 classes")
+        for key in ("emotion_labels", "sentiment_labels"):
+            words = getattr(self, key)
+            _check(all(w.strip() for w in words), key, "words must be non-empty")
+            _check(len(set(words)) == len(words), key, "words must be distinct")
+        _check(self.emotion_norm in ("batch", "sample"), "emotion_norm", "batch|sample")
+        _check(0.0 < self.emotion_threshold < 1.0, "emotion_threshold", "must be in (0, 1)")
+        _check(self.logit_scale_init > 0, "logit_scale_init", "must be > 0")
+        _check(self.pooling in ("eot", "mean"), "pooling", "eot|mean")
+        _check(
+            len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS), "tasks", f"subset of {TASKS}"
+        )
+
+    def labels(self, task: str) -> tuple[str, ...]:
+        return self.emotion_labels if task == "emotion" else self.sentiment_labels
+
+    def query_word(self, task: str) -> str:
+        return self.emotion_query_word if task == "emotion" else self.sentiment_query_word
+
+    def replace(self, **overrides: Any) -> MerClipConfig:
+        """A copy with some fields changed; an unknown field is a ConfigError naming it."""
+        return config_from_dict({**self.to_dict(), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples become lists); `config_from_dict` reverses it."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def config_from_dict(values: dict[str, Any], source: str = "model config") -> MerClipConfig:
+    """Build a config from a dict (JSON types); unknown keys and bad types name the key."""
+    hints = get_type_hints(MerClipConfig)
+    known = {f.name for f in dataclasses.fields(MerClipConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(key, value, hints[key], source)
+    try:
+        return MerClipConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_model_config(name: str) -> MerClipConfig:
+    """The named config merclip/model_configs/<name>.json (its `name` is the file stem)."""
+    path = _CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown MER-CLIP model config {name!r} (known: {', '.join(list_model_configs())})"
+        )
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
+    return config_from_dict({**values, "name": name}, source=str(path.name))
+
+
+def list_model_configs() -> list[str]:
+    return sorted(p.stem for p in _CONFIG_DIR.glob("*.json"))
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if hint == tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if hint == dict[str, int]:
+        if not isinstance(value, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+        ):
+            raise bad("a table of integers")
+        return dict(value)
+    return value
+
+
+def _check(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {what}")

@@ -1,0 +1,157 @@
+"""MER-CLIP (WACV 2025), Algorithm 1 of the supplement, read top to bottom:
+
+    Z^L = LabelEncoder(label words)          (C, D)   CoOp prompts through CLIP's text tower
+    Z^E = QueryEncoder(query word)           (T_q, D) learnable prompts + "Emotion"/"Sentiment"
+    Z^[3] = CMD(proj(Z^E), [X^L, X^V, X^A])  (B, T_q, W)
+    z = Linear(pool(Z^[3]))                  (B, D)   pool = EOT token (config.pooling)
+    sim = cos(z, Z^L)                        (B, C)   → emotion / sentiment head
+
+One model can carry both tasks: each task has its own label words, label prompts, query word and
+query prompts; the adapters and the decoder are shared. CLIP's text tower is frozen by default.
+
+At inference the label embeddings and the query do not depend on the input: `cache_encodings()`
+computes them once, and every later eval-mode forward costs only adapters + decoder + heads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from merclip.batch import ModalityBatch
+from merclip.clip_backbone import ClipBackbone, load_clip
+from merclip.config import MerClipConfig, load_model_config
+from merclip.decoder import CrossModalDecoder
+from merclip.errors import ConfigError
+from merclip.heads import EmotionHead, SentimentHead, TaskOutput
+from merclip.prompts import LabelEncoder, QueryEncoder, TextTower
+
+__all__ = ["MerClip", "TaskOutput", "create_model"]
+
+log = logging.getLogger(__name__)
+
+
+class TaskModule(nn.Module):
+    """What one task owns: label encoder, query encoder and head."""
+
+    def __init__(self, task: str, config: MerClipConfig, tower: TextTower) -> None:
+        super().__init__()
+        self.labels = LabelEncoder(tower, list(config.labels(task)), config.n_ctx, config.ctx_init)
+        self.query = QueryEncoder(tower, config.query_word(task), config.n_ctx)
+        self.head: nn.Module
+        if task == "emotion":
+            self.head = EmotionHead(
+                len(config.emotion_labels), config.emotion_norm, config.emotion_threshold
+            )
+        else:
+            self.head = SentimentHead(config.logit_scale_init)
+
+
+class MerClip(nn.Module):
+    def __init__(self, config: MerClipConfig, clip: ClipBackbone) -> None:
+        super().__init__()
+        if clip.name != config.clip_model:
+            raise ConfigError(
+                f"model config {config.name!r} needs CLIP {config.clip_model!r}, got {clip.name!r}"
+            )
+        self.config = config
+        self.clip_name = clip.name
+        self.clip_pretrained = clip.pretrained_source
+        self.text = TextTower(clip)
+        if config.freeze_clip:
+            self.text.requires_grad_(False)
+        self.task_modules = nn.ModuleDict(
+            {t: TaskModule(t, config, self.text) for t in config.tasks}
+        )
+        embed_dim = self.text.embed_dim
+        self.query_proj = nn.Linear(embed_dim, config.width)  # Z^E (D) → decoder width
+        self.decoder = CrossModalDecoder(config)
+        self.out_proj = nn.Linear(config.width, embed_dim)  # pooled Z^[3] → CLIP space
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.extra: dict[str, Any] = {}
+        """Training metadata of the checkpoint this model was loaded from."""
+
+    # -- introspection ---------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.task_modules.keys())
+
+    def labels(self, task: str) -> list[str]:
+        return list(self.config.labels(self._check_task(task)))
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self.config.dims)
+
+    def _check_task(self, task: str) -> str:
+        if task not in self.task_modules:
+            raise ConfigError(f"task {task!r} is not in this model (it has {list(self.tasks)})")
+        return task
+
+    # -- text side (input-independent) -----------------------------------------------------------
+    def encode_task(self, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label embeddings Z^L (C, D), projected query (T_q, W)); cached when available."""
+        if task in self._cache and not self.training:
+            return self._cache[task]
+        tm = self.task_modules[task]
+        labels = tm.labels(self.text).float()  # (C, D)
+        query = self.query_proj(tm.query(self.text).float())  # (T_q, W)
+        return labels, query
+
+    @torch.no_grad()
+    def cache_encodings(self) -> None:
+        """Compute every task's label and query encodings once (eval mode); cleared by train()."""
+        self.eval()
+        self._cache = {}
+        self._cache = {t: self.encode_task(t) for t in self.tasks}
+
+    def train(self, mode: bool = True) -> MerClip:
+        if mode:
+            self._cache = {}
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._cache = {}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MerClip:
+        self._cache = {}  # .to(device) / .half(): cached tensors would be stale
+        return super()._apply(fn, recurse)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(
+        self, batch: ModalityBatch, task: str, targets: torch.Tensor | None = None
+    ) -> TaskOutput:
+        self._check_task(task)
+        labels, query = self.encode_task(task)  # (C, D), (T_q, W)
+        b = batch.size
+        z = self.decoder(query.unsqueeze(0).expand(b, -1, -1), batch)  # (B, T_q, W)
+        # The query is SOT..EOT, so its EOT token is the last one.
+        pooled = z[:, -1] if self.config.pooling == "eot" else z.mean(dim=1)  # (B, W)
+        emb = F.normalize(self.out_proj(pooled), dim=-1)  # (B, D)
+        sim = emb @ F.normalize(labels, dim=-1).t()  # (B, C)
+        return self.task_modules[task].head(sim, targets)
+
+
+def create_model(
+    name_or_config: str | MerClipConfig,
+    clip: ClipBackbone | None = None,
+    **overrides: Any,
+) -> MerClip:
+    """Build a MER-CLIP model from a named config (or a config) with field overrides.
+
+    Without `clip`, CLIP `config.clip_model` is built randomly initialised (a warning says so);
+    pass a loaded `ClipBackbone` to use pretrained weights or to share one between models.
+    """
+    config = (
+        load_model_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    )
+    if overrides:
+        config = config.replace(**overrides)
+    if clip is None:
+        clip = load_clip(config.clip_model, "")
+    return MerClip(config, clip)

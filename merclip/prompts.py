@@ -1,0 +1,129 @@
+"""CLIP's text tower and the two prompt-learned text encoders of MER-CLIP.
+
+- `TextTower`: only the text half of an open_clip CLIP (token embedding, positional embedding,
+  transformer, final norm, projection, causal mask). The visual tower is not part of MER-CLIP:
+  visual features arrive precomputed.
+- `LabelEncoder` (CoOp prompt learner): "[V1]..[Vn] <label word>." with learnable context vectors
+  V shared by all labels of a task; the end-of-text output is the label embedding (C, D).
+- `QueryEncoder`: the emotion query Z^E = "[P1]..[Pn] <query word>" (word may be "") through the
+  same text tower; the whole token sequence SOT..EOT of outputs is the query (T_q, D).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from merclip.clip_backbone import ClipBackbone
+
+__all__ = ["LabelEncoder", "QueryEncoder", "TextTower"]
+
+log = logging.getLogger(__name__)
+
+# A single-token placeholder whose embedding slots are overwritten by the learnable context.
+_PLACEHOLDER = "X"
+
+
+class TextTower(nn.Module):
+    """The text encoder of a CLIP model, sharing its modules (no copy)."""
+
+    def __init__(self, clip: ClipBackbone) -> None:
+        super().__init__()
+        m = clip.model
+        self.token_embedding = m.token_embedding
+        self.positional_embedding = m.positional_embedding
+        self.transformer = m.transformer
+        self.ln_final = m.ln_final
+        self.text_projection = m.text_projection
+        self.register_buffer("attn_mask", m.attn_mask.clone(), persistent=False)
+        self.tokenizer: Callable[..., torch.Tensor] = clip.tokenizer
+
+    @property
+    def width(self) -> int:
+        return int(self.token_embedding.weight.shape[1])
+
+    @property
+    def embed_dim(self) -> int:
+        proj: Any = self.text_projection
+        return int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[-1])
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.token_embedding.weight.device)  # (N, 77)
+
+    def forward(self, embeddings: torch.Tensor, length: int) -> torch.Tensor:
+        """Token embeddings (N, 77, W) → projected outputs (N, length, D).
+
+        Only the first `length` positions are run: with CLIP's causal mask, positions after the
+        longest EOT cannot change any output up to it, so cutting them is exact and ~7x cheaper.
+        """
+        x = embeddings[:, :length] + self.positional_embedding[:length]  # (N, L, W)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        proj: Any = self.text_projection
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # (N, L, D)
+
+
+def _init_context(tower: TextTower, n_ctx: int, template: str) -> torch.Tensor:
+    """(n_ctx, W): token embeddings of `template` when it has n_ctx tokens, else N(0, 0.02)."""
+    if n_ctx == 0:
+        return torch.empty(0, tower.width)
+    if template:
+        tokens = tower.tokenize([template])[0]
+        n_tok = int(tokens.argmax()) - 1  # between SOT and EOT
+        if n_tok == n_ctx:
+            with torch.no_grad():
+                return tower.token_embedding(tokens[1 : 1 + n_ctx]).detach().float().cpu().clone()
+        log.debug("ctx_init %r has %d tokens, n_ctx=%d: random init", template, n_tok, n_ctx)
+    return torch.randn(n_ctx, tower.width) * 0.02
+
+
+class _PromptedText(nn.Module):
+    """Texts "SOT [ctx]*n_ctx <suffix> EOT" whose ctx slots hold learnable vectors."""
+
+    def __init__(self, tower: TextTower, n_ctx: int, suffixes: list[str], ctx_init: str) -> None:
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.ctx = nn.Parameter(_init_context(tower, n_ctx, ctx_init))  # (n_ctx, W)
+        prompts = [" ".join([_PLACEHOLDER] * n_ctx + ([s] if s else [])) for s in suffixes]
+        tokens = tower.tokenize(prompts)  # (N, 77)
+        # Non-persistent: the words travel in the checkpoint as text, not as token ids.
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.length = int(tokens.argmax(dim=-1).max()) + 1
+
+    def run(self, tower: TextTower) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs (N, L, D), EOT positions (N,))."""
+        emb = tower.token_embedding(self.tokens)  # (N, 77, W)
+        if self.n_ctx:
+            ctx = self.ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
+            emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx :]], dim=1)
+        out = tower(emb, self.length)  # (N, L, D)
+        return out, self.tokens.argmax(dim=-1)
+
+
+class LabelEncoder(_PromptedText):
+    """CoOp label encoder: one embedding per label word, (C, D)."""
+
+    def __init__(self, tower: TextTower, words: list[str], n_ctx: int, ctx_init: str) -> None:
+        super().__init__(tower, n_ctx, [f"{w}." for w in words], ctx_init)
+        self.words = list(words)
+
+    def forward(self, tower: TextTower) -> torch.Tensor:
+        out, eot = self.run(tower)
+        return out[torch.arange(out.shape[0], device=out.device), eot]  # (C, D)
+
+
+class QueryEncoder(_PromptedText):
+    """Emotion query Z^E: learnable prompts + query word, all outputs SOT..EOT, (T_q, D)."""
+
+    def __init__(self, tower: TextTower, word: str, n_ctx: int) -> None:
+        # Prompts start random (the paper's query prompts are learnable; there is no template).
+        super().__init__(tower, n_ctx, [word], ctx_init="")
+        self.word = word
+
+    def forward(self, tower: TextTower) -> torch.Tensor:
+        out, eot = self.run(tower)
+        return out[0, : int(eot[0]) + 1]  # (T_q, D)

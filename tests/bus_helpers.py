@@ -1,0 +1,106 @@
+"""Shared helpers of the Redis bus / inference tests: a real Redis and realistic windows.
+
+Every test runs against the embedded redis-server (workers/redis_server.py) and, when the
+REDIS_URL environment variable is set, also against that server. Each test uses its own key
+prefix and deletes its keys afterwards, so tests never collide on a shared server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from workers.redis_server import EmbeddedRedis
+from workers.schemas import FeatureWindow
+
+__all__ = [
+    "cleanup_prefix",
+    "make_window",
+    "prefix_on",
+    "redis_params",
+    "redis_server",
+    "unique_prefix",
+]
+
+
+def redis_params() -> list[str]:
+    """Fixture params: always the embedded server, plus $REDIS_URL when set."""
+    return ["embedded"] + (["env"] if os.environ.get("REDIS_URL") else [])
+
+
+@contextlib.contextmanager
+def redis_server(kind: str) -> Iterator[str]:
+    if kind == "env":
+        yield os.environ["REDIS_URL"]
+        return
+    with EmbeddedRedis() as url:
+        yield url
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def cleanup_prefix(url: str, prefix: str) -> None:
+    client = aioredis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def prefix_on(url: str) -> AsyncIterator[str]:
+    prefix = unique_prefix()
+    try:
+        yield prefix
+    finally:
+        await cleanup_prefix(url, prefix)
+
+
+def make_window(
+    session_id: str = "s1",
+    seq: int = 0,
+    dim: int = 64,
+    *,
+    age_s: float = 0.5,
+    language: bool = True,
+    visual: bool = True,
+    audio: bool = True,
+    clip_model: str = "merclip-tiny-clip",
+    rng_seed: int | None = None,
+) -> FeatureWindow:
+    """A live-space window whose end lies `age_s` seconds in the past (features float16)."""
+    rng = np.random.default_rng(seq if rng_seed is None else rng_seed)
+    now = time.time()
+    wall_end = now - age_s
+
+    def arr(t: int, d: int) -> np.ndarray:
+        return rng.standard_normal((t, d)).astype(np.float16)
+
+    return FeatureWindow(
+        session_id=session_id,
+        seq=seq,
+        media_start=2.0 * seq,
+        media_end=2.0 * seq + 4.0,
+        wall_start=wall_end - 4.0,
+        wall_end=wall_end,
+        transcript="i am so happy today" if language else "",
+        language=arr(7, dim) if language else None,
+        visual=arr(2, dim) if visual else None,
+        audio=arr(50, 64) if audio else None,
+        face_present=visual,
+        speech_present=language,
+        clip_model=clip_model,
+        clip_pretrained="",
+        features_ready_wall=wall_end + 0.2,
+        stage_ms={"asr": 120.0, "clip_image": 10.0},
+    )

@@ -1,0 +1,109 @@
+"""Embedded Redis: starts, answers, is private and volatile, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from workers.redis_server import EmbeddedRedis, EmbeddedRedisError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_starts_answers_and_leaves_no_process_or_files() -> None:
+    server = EmbeddedRedis()
+    with server as url:
+        pid = server.pid
+        assert pid is not None and psutil.pid_exists(pid)
+        assert url.startswith("redis://127.0.0.1:")
+        client = redis.Redis.from_url(url)
+        assert client.ping() is True
+        # Persistence off: nothing of a session survives on disk.
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        workdir = client.config_get("dir")["dir"]
+        assert Path(workdir).is_dir()
+        client.close()
+    assert _gone(pid)
+    assert not server.running
+    assert not Path(workdir).exists()
+    server.stop()  # idempotent
+
+
+async def test_async_context_on_a_unix_socket() -> None:
+    server = EmbeddedRedis(unix_socket=True)
+    async with server as url:
+        assert url.startswith("unix://") and len(url) < 108
+        client = aioredis.from_url(url)
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        await client.aclose()
+        pid = server.pid
+    assert pid is not None and _gone(pid)
+
+
+def test_two_servers_are_independent() -> None:
+    with EmbeddedRedis() as a, EmbeddedRedis() as b:
+        assert a != b
+        ra, rb = redis.Redis.from_url(a), redis.Redis.from_url(b)
+        ra.set("only-a", 1)
+        assert rb.get("only-a") is None
+        ra.close()
+        rb.close()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill", "exit-without-stop"])
+def test_no_server_survives_its_parent(how: str) -> None:
+    stop = "raise SystemExit(0)" if how == "exit-without-stop" else "time.sleep(60)"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from workers.redis_server import EmbeddedRedis
+        server = EmbeddedRedis()
+        server.start()
+        print(server.pid, flush=True)
+        {stop}
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    assert parent.stdout is not None
+    line = parent.stdout.readline()
+    assert line.strip(), "the child did not start a server"
+    pid = int(line)
+    assert psutil.pid_exists(pid)
+    if how == "sigterm":
+        parent.send_signal(signal.SIGTERM)
+    elif how == "sigkill":
+        parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    assert _gone(pid), f"redis-server {pid} outlived its parent ({how})"
+
+
+def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
+    server = EmbeddedRedis(executable=str(tmp_path / "no-such-redis-server"))
+    with pytest.raises(EmbeddedRedisError, match="no-such-redis-server"):
+        server.start()
+    assert server.pid is None

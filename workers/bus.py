@@ -1,0 +1,493 @@
+"""The Redis bus: the one module that talks to Redis. Stages see typed messages, never raw replies.
+
+Keys and channels (`P` = settings.redis.prefix, `S` = a session id; docs/REDIS.md has the recipe
+for consumers in other languages):
+
+- `P:windows`           stream, work queue of FeatureWindows (ingest → inference), XADD MAXLEN ~
+                        redis.windows_maxlen; read through a consumer group (`inference.
+                        consumer_group`). Entry field `m` = schemas.encode(window).
+- `P:dead`              stream, dead letters: fields `m` (the raw entry bytes), `entry_id`,
+                        `reason`, `deliveries`, `wall` (unix time). MAXLEN ~ windows_maxlen.
+- `P:{S}:events`        stream, capped per-session event history (MAXLEN ~ redis.events_maxlen);
+                        fields `m` = schemas.encode(EmotionEvent), `id` = its event_id. `{S}` is a
+                        Redis Cluster hash tag: all keys of one session live in one slot.
+- `P:{S}:seen:<id>`     string with a TTL (dedup_ttl_s, default 1 h): marks an event id as
+                        written, so a redelivered window never adds a second event.
+- `P:sessions`          sorted set: session id → unix time of its latest event (the live list).
+- `P:events`            pub/sub channel, every session's events (payload = the `m` bytes).
+- `P:events:S`          pub/sub channel, one session's events.
+
+Idempotent event writes: one Lua script does SET NX on the `seen` key, and only when that
+succeeds XADDs the event and PUBLISHes it on both channels. The script runs atomically, so a
+worker that dies at any point either wrote (and published) the event or did not; a redelivery
+then either finds the `seen` key (nothing written, `write_event` returns False) or writes it.
+The `seen` key and the stream share the session's hash slot, so this also works on Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from merclip.errors import MerClipError, SchemaError
+from merclip.settings import RedisSettings
+from workers.schemas import EmotionEvent, FeatureWindow, decode, encode
+
+__all__ = ["Bus", "BusError", "Delivery", "Keys"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEDUP_TTL_S = 3600
+"""Must outlast any redelivery of a window: claim_idle_ms x max_deliveries plus worker downtime.
+Windows older than inference.deadline_seconds are skipped anyway, so one hour is ample."""
+
+_WRITE_EVENT_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'id', ARGV[2])
+  redis.call('PUBLISH', ARGV[5], ARGV[1])
+  redis.call('PUBLISH', ARGV[6], ARGV[1])
+  return id
+end
+return false
+"""
+
+
+class BusError(MerClipError):
+    """Redis is unreachable or answered with an error; the message says which server."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key and channel names for one prefix (see the module docstring)."""
+
+    prefix: str
+
+    @property
+    def windows(self) -> str:
+        return f"{self.prefix}:windows"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def sessions(self) -> str:
+        return f"{self.prefix}:sessions"
+
+    @property
+    def events_channel(self) -> str:
+        return f"{self.prefix}:events"
+
+    def session_events(self, session_id: str) -> str:
+        return f"{self.prefix}:{{{_check_session(session_id)}}}:events"
+
+    def seen(self, session_id: str, event_id: str) -> str:
+        return f"{self.prefix}:{{{_check_session(session_id)}}}:seen:{event_id}"
+
+    def session_channel(self, session_id: str) -> str:
+        return f"{self.prefix}:events:{_check_session(session_id)}"
+
+
+def _check_session(session_id: str) -> str:
+    # Braces would break the Cluster hash tag; an empty id would collide across sessions.
+    if not session_id or "{" in session_id or "}" in session_id:
+        raise BusError(f"invalid session id {session_id!r}: must be non-empty without braces")
+    return session_id
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry read from the windows stream through the consumer group."""
+
+    entry_id: str
+    deliveries: int
+    """How many times the group has delivered this entry (1 on the first read)."""
+    raw: bytes
+    """The entry's `m` field as stored (b'' when missing)."""
+    message: FeatureWindow | None = None
+    error: str | None = None
+    """Why `raw` could not be decoded into a FeatureWindow (then `message` is None)."""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Bus:
+    """Typed operations on the Redis bus. Create with `async with Bus.connect(url, settings):`."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: RedisSettings,
+        url: str = "",
+        dedup_ttl_s: int = DEFAULT_DEDUP_TTL_S,
+    ) -> None:
+        self._r = client
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.url = url
+        self.dedup_ttl_s = dedup_ttl_s
+        self._write_event = client.register_script(_WRITE_EVENT_LUA)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        url: str,
+        settings: RedisSettings | None = None,
+        *,
+        dedup_ttl_s: int = DEFAULT_DEDUP_TTL_S,
+        connect_timeout: float = 5.0,
+    ) -> AsyncIterator[Bus]:
+        """Connect to `url` (redis://, rediss://, unix://) and check it answers; close on exit."""
+        if not url:
+            raise BusError("no Redis URL given: set redis.url, MERCLIP_REDIS_URL or --redis-url")
+        settings = settings or RedisSettings()
+        try:
+            client = aioredis.from_url(
+                url, decode_responses=False, socket_connect_timeout=connect_timeout
+            )
+        except ValueError as exc:
+            raise BusError(f"bad Redis URL {url!r}: {exc}") from exc
+        bus = cls(client, settings, url=url, dedup_ttl_s=dedup_ttl_s)
+        try:
+            await bus.ping()
+            yield bus
+        finally:
+            await client.aclose()
+
+    async def _call(self, what: str, coro):  # type: ignore[no-untyped-def]
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BusError(
+                f"cannot reach Redis at {self.url or '?'} ({what}): {exc}; is the server "
+                "running? (start redis-server, or fix redis.url / --redis-url)"
+            ) from exc
+
+    async def ping(self) -> float:
+        """Round trip to the server in milliseconds; BusError when it does not answer."""
+        t0 = time.perf_counter()
+        await self._call("PING", self._r.ping())
+        return (time.perf_counter() - t0) * 1000.0
+
+    # -- work stream -------------------------------------------------------------------------
+
+    async def add_window(self, fw: FeatureWindow) -> str:
+        """Append a window to the work stream; returns its entry id."""
+        entry = await self._call(
+            "XADD windows",
+            self._r.xadd(
+                self.keys.windows,
+                {"m": encode(fw)},
+                maxlen=self.settings.windows_maxlen,
+                approximate=True,
+            ),
+        )
+        return _s(entry)
+
+    async def add_raw_window(self, fields: dict[str, bytes]) -> str:
+        """Append arbitrary fields to the work stream (foreign producers; tests of bad input)."""
+        entry = await self._call(
+            "XADD windows",
+            self._r.xadd(self.keys.windows, fields, maxlen=self.settings.windows_maxlen),  # type: ignore[arg-type]
+        )
+        return _s(entry)
+
+    async def ensure_group(self, group: str, start_id: str = "0") -> bool:
+        """Create the consumer group (and the stream) if missing; True when it was created.
+
+        start_id "0": a new group also gets windows that were queued before any worker ran.
+        """
+        try:
+            await self._call(
+                "XGROUP CREATE",
+                self._r.xgroup_create(self.keys.windows, group, id=start_id, mkstream=True),
+            )
+            return True
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise BusError(f"XGROUP CREATE {self.keys.windows} {group}: {exc}") from exc
+
+    def _delivery(self, entry_id: bytes | str, fields: dict | None, deliveries: int) -> Delivery:
+        eid = _s(entry_id)
+        if not fields:
+            # The entry was trimmed by MAXLEN ~ while pending (Redis 6.2 reports it empty).
+            return Delivery(eid, deliveries, b"", None, "entry was trimmed from the stream")
+        raw = fields.get(b"m", b"")
+        if not raw:
+            return Delivery(eid, deliveries, b"", None, "entry has no 'm' field")
+        try:
+            message = decode(raw)
+        except SchemaError as exc:
+            return Delivery(eid, deliveries, raw, None, str(exc))
+        if not isinstance(message, FeatureWindow):
+            return Delivery(eid, deliveries, raw, None, f"{type(message).__name__} on windows")
+        return Delivery(eid, deliveries, raw, message, None)
+
+    async def read_windows(
+        self, group: str, consumer: str, count: int, block_ms: int = 0
+    ) -> list[Delivery]:
+        """New windows for `consumer` (XREADGROUP >), at most `count`.
+
+        block_ms > 0 waits up to that long for the first entry; 0 returns at once (unlike Redis,
+        where BLOCK 0 waits forever: a worker must wake up to claim stale entries).
+        """
+        reply = await self._call(
+            "XREADGROUP",
+            self._r.xreadgroup(
+                group,
+                consumer,
+                {self.keys.windows: ">"},
+                count=count,
+                block=block_ms if block_ms > 0 else None,
+            ),
+        )
+        out: list[Delivery] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append(self._delivery(entry_id, fields, 1))
+        return out
+
+    async def claim_stale(
+        self, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Delivery]:
+        """Take over up to `count` windows pending longer than `min_idle_ms` (XAUTOCLAIM).
+
+        Their delivery counts (incremented by the claim) come from XPENDING.
+        """
+        claimed: list[tuple[bytes, dict | None]] = []
+        trimmed_unknown = False
+        cursor: bytes | str = "0-0"
+        while len(claimed) < count:
+            reply = await self._call(
+                "XAUTOCLAIM",
+                self._r.xautoclaim(
+                    self.keys.windows,
+                    group,
+                    consumer,
+                    min_idle_ms,
+                    start_id=cursor,
+                    count=count - len(claimed),
+                ),
+            )
+            cursor, entries = reply[0], reply[1]
+            for e in entries:
+                if e is None or e[0] is None:
+                    trimmed_unknown = True  # Redis 6.2: a deleted entry comes back as nil
+                else:
+                    claimed.append((e[0], e[1]))
+            if len(reply) > 2 and reply[2]:
+                # Redis 7 drops trimmed entries from the PEL itself and lists them here.
+                log.warning("%d pending windows were trimmed before processing", len(reply[2]))
+            if _s(cursor) == "0-0":
+                break
+        if trimmed_unknown:
+            claimed.extend(await self._own_deleted_pending(group, consumer, count, claimed))
+        if not claimed:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for entry_id, _ in claimed:
+                pipe.xpending_range(self.keys.windows, group, entry_id, entry_id, 1)
+            pending = await self._call("XPENDING", pipe.execute())
+        out = []
+        for (entry_id, fields), info in zip(claimed, pending, strict=True):
+            n = int(info[0]["times_delivered"]) if info else 1
+            out.append(self._delivery(entry_id, fields, n))
+        return out
+
+    async def _own_deleted_pending(
+        self, group: str, consumer: str, count: int, known: list[tuple[bytes, dict | None]]
+    ) -> list[tuple[bytes, dict | None]]:
+        """Ids of entries pending at `consumer` whose stream entry no longer exists.
+
+        Redis 6.2's XAUTOCLAIM hands such entries to the claimer but replies nil instead of
+        their id; without this they would stay pending forever.
+        """
+        seen = {_s(k) for k, _ in known}
+        pending = await self._call(
+            "XPENDING",
+            self._r.xpending_range(self.keys.windows, group, "-", "+", count, consumer),
+        )
+        ids = [p["message_id"] for p in pending if _s(p["message_id"]) not in seen]
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self.keys.windows, entry_id, entry_id, count=1)
+            found = await self._call("XRANGE", pipe.execute())
+        return [(entry_id, None) for entry_id, rows in zip(ids, found, strict=True) if not rows]
+
+    async def ack(self, group: str, ids: list[str]) -> int:
+        """Acknowledge windows (XACK) and delete them from the work stream (XDEL).
+
+        Deleting keeps the stream holding only unprocessed work, so MAXLEN ~ trims nothing a
+        worker still needs while workers keep up (with several groups, drop the XDEL).
+        """
+        if not ids:
+            return 0
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.windows, group, *ids)
+            pipe.xdel(self.keys.windows, *ids)
+            acked, _ = await self._call("XACK", pipe.execute())
+        return int(acked)
+
+    async def dead_letter(self, entry: Delivery, reason: str) -> str:
+        """Copy an entry to the dead-letter stream with the reason (the caller then acks it)."""
+        fields = {
+            "m": entry.raw,
+            "entry_id": entry.entry_id,
+            "reason": reason,
+            "deliveries": str(entry.deliveries),
+            "wall": f"{time.time():.3f}",
+        }
+        dead_id = await self._call(
+            "XADD dead",
+            self._r.xadd(
+                self.keys.dead, fields, maxlen=self.settings.windows_maxlen, approximate=True
+            ),
+        )
+        log.warning("window %s dead-lettered: %s", entry.entry_id, reason)
+        return _s(dead_id)
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str | bytes]]:
+        """The latest dead letters, oldest first (fields decoded to str except `m`)."""
+        reply = await self._call("XREVRANGE dead", self._r.xrevrange(self.keys.dead, count=count))
+        out = []
+        for _entry_id, fields in reversed(reply):
+            out.append({_s(k): (v if k == b"m" else _s(v)) for k, v in fields.items()})
+        return out
+
+    async def pending_count(self, group: str) -> int:
+        """Windows delivered to the group and not yet acknowledged."""
+        try:
+            info = await self._call("XPENDING", self._r.xpending(self.keys.windows, group))
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise BusError(f"XPENDING {self.keys.windows} {group}: {exc}") from exc
+        return int(info["pending"])
+
+    async def windows_length(self) -> int:
+        """Entries in the work stream (unprocessed, or pending)."""
+        return int(await self._call("XLEN", self._r.xlen(self.keys.windows)))
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def write_event(self, ev: EmotionEvent) -> bool:
+        """Append the event to its session stream and publish it, once per event_id.
+
+        Returns False (and writes nothing) when this event id was already written.
+        """
+        payload = encode(ev)
+        written = await self._call(
+            "write event",
+            self._write_event(
+                keys=[
+                    self.keys.session_events(ev.session_id),
+                    self.keys.seen(ev.session_id, ev.event_id),
+                ],
+                args=[
+                    payload,
+                    ev.event_id,
+                    self.settings.events_maxlen,
+                    self.dedup_ttl_s,
+                    self.keys.events_channel,
+                    self.keys.session_channel(ev.session_id),
+                ],
+            ),
+        )
+        if written is None:
+            return False
+        await self._call(
+            "ZADD sessions", self._r.zadd(self.keys.sessions, {ev.session_id: time.time()})
+        )
+        return True
+
+    def _decode_events(self, entries: list) -> list[EmotionEvent]:
+        out = []
+        for entry_id, fields in entries:
+            try:
+                ev = decode(fields.get(b"m", b""))
+            except SchemaError as exc:
+                log.warning("skipping undecodable event entry %s: %s", _s(entry_id), exc)
+                continue
+            if isinstance(ev, EmotionEvent):
+                out.append(ev)
+        return out
+
+    async def events(self, session_id: str, count: int = 100) -> list[EmotionEvent]:
+        """The last `count` events of one session, oldest first (replay)."""
+        if count <= 0:
+            return []
+        key = self.keys.session_events(session_id)
+        reply = await self._call("XREVRANGE events", self._r.xrevrange(key, count=count))
+        return self._decode_events(list(reversed(reply)))
+
+    async def sessions(self, since_wall: float | None = None, limit: int = 1000) -> list[str]:
+        """Sessions with an event since `since_wall` (unix time), most recent first."""
+        reply = await self._call(
+            "ZREVRANGEBYSCORE",
+            self._r.zrevrangebyscore(
+                self.keys.sessions,
+                "+inf",
+                "-inf" if since_wall is None else since_wall,
+                start=0,
+                num=limit,
+            ),
+        )
+        return [_s(s) for s in reply]
+
+    async def recent_events(self, count: int, sessions_limit: int = 100) -> list[EmotionEvent]:
+        """The last `count` events over the most recent sessions, oldest first."""
+        if count <= 0:
+            return []
+        merged: list[EmotionEvent] = []
+        for session_id in await self.sessions(limit=sessions_limit):
+            merged.extend(await self.events(session_id, count))
+        merged.sort(key=lambda e: (e.wall_end, e.session_id, e.seq))
+        return merged[-count:]
+
+    @contextlib.asynccontextmanager
+    async def event_feed(
+        self, session_id: str | None = None, poll_s: float = 1.0
+    ) -> AsyncIterator[AsyncIterator[EmotionEvent]]:
+        """Subscribe to live events (one session, or all); subscribed on entry, so history read
+        inside the block cannot miss an event published meanwhile (deduplicate by event_id)."""
+        channel = (
+            self.keys.events_channel
+            if session_id is None
+            else self.keys.session_channel(session_id)
+        )
+        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._call("SUBSCRIBE", pubsub.subscribe(channel))
+
+            async def feed() -> AsyncIterator[EmotionEvent]:
+                while True:
+                    msg = await self._call("pub/sub", pubsub.get_message(timeout=poll_s))
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    try:
+                        ev = decode(msg["data"])
+                    except SchemaError as exc:
+                        log.warning("skipping undecodable message on %s: %s", channel, exc)
+                        continue
+                    if isinstance(ev, EmotionEvent):
+                        yield ev
+
+            yield feed()
+        finally:
+            with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
+                await pubsub.aclose()

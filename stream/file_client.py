@@ -1,0 +1,172 @@
+"""`merclip stream-file FILE --url URL`: stream a media file to a server as a WebRTC peer.
+
+The file plays in real time through aiortc's MediaPlayer (a WAV gives an audio-only session, a
+video file gives audio and video). `connect_peer` is the reusable part: any list of tracks, one
+offer, one answer; tests and the benchmark use it with generated tracks.
+
+Loopback: aioice leaves 127.0.0.1 out of its host candidates, so on a machine whose only
+interface is `lo` a client and a server cannot connect. When the server URL is a loopback address
+(or `loopback=True`), we add 127.0.0.1 to the candidates (`stream.peer.use_loopback_candidates`,
+process-wide). Against a remote server nothing is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamTrack
+
+from merclip.settings import Settings
+from stream.errors import StreamError
+from stream.peer import ice_configuration, use_loopback_candidates
+
+__all__ = ["OfferRejectedError", "add_arguments", "connect_peer", "run", "stream_file"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+class OfferRejectedError(StreamError):
+    """The server answered the offer with an error (its JSON `error` and `detail` included)."""
+
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        """Seconds from the Retry-After header (a full server), else None."""
+        detail = body.get("detail") if isinstance(body, dict) else body
+        super().__init__(f"the server refused the offer (HTTP {status}): {detail}")
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def connect_peer(
+    url: str,
+    tracks: Iterable[MediaStreamTrack],
+    session_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    loopback: bool | None = None,
+    ice_servers: tuple[str, ...] = (),
+) -> tuple[RTCPeerConnection, str]:
+    """Offer `tracks` to the server at `url` (its base URL) and apply its answer.
+
+    Returns the connected-to-be peer and the session id the server chose (or confirmed). The
+    caller closes the peer. Raises OfferRejectedError when the server refuses.
+    """
+    if loopback or (loopback is None and is_loopback_url(url)):
+        use_loopback_candidates()
+    pc = RTCPeerConnection(ice_configuration(ice_servers))
+    try:
+        for track in tracks:
+            pc.addTrack(track)
+        # aiortc gathers all candidates inside setLocalDescription: no trickle needed.
+        await pc.setLocalDescription(await pc.createOffer())
+        body: dict[str, Any] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        if session_id is not None:
+            body["session_id"] = session_id
+        if options:
+            body["options"] = dict(options)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url.rstrip("/") + "/offer", json=body) as resp:
+                reply = await resp.json(content_type=None)
+                if resp.status != 200:
+                    retry = resp.headers.get("Retry-After", "")
+                    raise OfferRejectedError(
+                        resp.status, reply, float(retry) if retry.isdigit() else None
+                    )
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        return pc, str(reply["session_id"])
+    except BaseException:
+        await pc.close()
+        raise
+
+
+async def stream_file(
+    url: str,
+    path: str | Path,
+    session_id: str | None = None,
+    seconds: float | None = None,
+    loopback: bool = False,
+) -> str:
+    """Stream `path` to the server in real time until it ends (or for `seconds`); returns the
+    session id. Raises StreamError when the server refuses or the connection fails."""
+    player = MediaPlayer(str(path))
+    tracks = [t for t in (player.audio, player.video) if t is not None]
+    if not tracks:
+        raise StreamError(f"{path}: no audio or video stream to send")
+    pc, sid = await connect_peer(url, tracks, session_id=session_id, loopback=loopback or None)
+    ended = asyncio.Event()
+    failed = asyncio.Event()
+    remaining = len(tracks)
+
+    def on_ended() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            ended.set()
+
+    for track in tracks:
+        track.on("ended", on_ended)
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            failed.set()
+
+    started = time.monotonic()
+    try:
+        waits = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(failed.wait())]
+        done, pending = await asyncio.wait(
+            waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in pending:
+            w.cancel()
+        if failed.is_set() and not ended.is_set():
+            raise StreamError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        log.info("session %s: streamed %.1f s of %s", sid, time.monotonic() - started, path)
+        return sid
+    finally:
+        for track in tracks:
+            track.stop()
+        await pc.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="media file (wav, mp4, webm, ...)")
+    parser.add_argument(
+        "--url", default=None, help="server base URL (default: http://server.host:server.port)"
+    )
+    parser.add_argument("--session", default=None, help="session id (default: server assigns)")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    parser.add_argument(
+        "--loopback", action="store_true", help="offer 127.0.0.1 as an ICE candidate"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.file.exists():
+        raise StreamError(f"{args.file}: no such file")
+    url = args.url or f"http://{settings.server.host}:{settings.server.port}"
+    sid = asyncio.run(stream_file(url, args.file, args.session, args.seconds, args.loopback))
+    print(sid)
+    return 0

@@ -1,0 +1,298 @@
+"""One WebRTC session: an RTCPeerConnection, one reader task per track, and the sink they feed.
+
+The sink (`MediaSink`) is the contract with ingest: stream/ turns WebRTC media into 16 kHz mono
+float32 audio and RGB frames stamped with media time, and knows nothing about windows or Redis.
+
+Media time is seconds since the session started, on `time.monotonic()`, taken when a frame
+ARRIVES: aiortc's RTP timestamps restart at 0 per track and cannot be compared across tracks.
+
+Every accepted track gets a reader task that starts waiting for the first frame as soon as the
+track is announced and loops on `recv()` until `MediaStreamError`, so aiortc's (unbounded)
+decoded-frame queue never grows unread. Video frames the sink does not want are dropped as soon
+as they are read; the ones it wants are converted to RGB in a worker thread (a 640×480 frame
+costs a few ms, too much for a loop that carries every peer's RTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from stream.audio import AudioConverter
+from stream.errors import BadOfferError
+
+__all__ = [
+    "MediaSink",
+    "PeerSession",
+    "SessionInfo",
+    "SessionStats",
+    "ice_configuration",
+    "use_loopback_candidates",
+]
+
+log = logging.getLogger(__name__)
+
+
+class MediaSink(Protocol):
+    """Where one session's media goes (implemented by ingest). Called on the event loop."""
+
+    def on_audio(self, samples: np.ndarray, media_time_end: float) -> None:
+        """(N,) float32 16 kHz mono samples whose last sample arrived at `media_time_end`."""
+
+    def wants_frame(self, media_time: float) -> bool:
+        """Whether to convert and deliver the video frame that arrived at `media_time`."""
+
+    def on_frame(self, rgb: np.ndarray, media_time: float) -> None:
+        """(H, W, 3) uint8 RGB frame that arrived at `media_time`."""
+
+    def on_close(self) -> None:
+        """The session ended; called exactly once, after the last on_audio/on_frame."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    started_wall: float
+    """Unix time when the session was created."""
+    started_monotonic: float
+    """time.monotonic() at the same instant: media time 0."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Client options from the offer body, passed through untouched."""
+
+
+@dataclass
+class SessionStats:
+    audio_frames: int = 0
+    audio_samples: int = 0
+    """16 kHz samples delivered to the sink."""
+    video_frames: int = 0
+    """Video frames received."""
+    video_frames_delivered: int = 0
+    video_frames_dropped: int = 0
+    """Frames the sink did not want (latest-frame sampling)."""
+    extra_tracks: int = 0
+    """Tracks beyond the first audio and first video track, consumed and discarded."""
+
+
+def ice_configuration(urls: tuple[str, ...] | list[str]) -> RTCConfiguration:
+    """ICE servers from settings. Empty means none at all: aiortc's default would ask a public
+    STUN server, which stalls offline (aiortc #524)."""
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in urls])
+
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses_with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    addresses = _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+    if use_ipv4 and "127.0.0.1" not in addresses:
+        addresses.append("127.0.0.1")
+    return addresses
+
+
+def use_loopback_candidates() -> None:
+    """Make aioice offer 127.0.0.1 as a host candidate (process-wide, idempotent).
+
+    aioice deliberately leaves loopback out of its host candidates, so two peers on a machine
+    whose only interface is `lo` (a container, a private network namespace, a CI sandbox)
+    gather no usable candidate and never connect. There is no per-connection option, so we wrap
+    `aioice.ice.get_host_addresses`, which aioice looks up at gathering time. The real
+    interfaces are still offered; loopback is only added.
+    """
+    aioice.ice.get_host_addresses = _get_host_addresses_with_loopback
+
+
+class PeerSession:
+    """One client: its RTCPeerConnection, reader tasks, inactivity watchdog, and sink."""
+
+    def __init__(
+        self,
+        info: SessionInfo,
+        sink: MediaSink,
+        configuration: RTCConfiguration,
+        inactivity_timeout: float,
+        on_closed: Callable[[PeerSession], None] | None = None,
+    ) -> None:
+        self.info = info
+        self.sink = sink
+        self.stats = SessionStats()
+        self.close_reason: str | None = None
+        self._pc = RTCPeerConnection(configuration)
+        self._inactivity_timeout = inactivity_timeout
+        self._on_closed = on_closed
+        self._last_media = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._readers: set[asyncio.Task[None]] = set()
+        self._kinds_taken: set[str] = set()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def media_time(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.info.started_monotonic
+
+    async def answer(self, sdp: str) -> RTCSessionDescription:
+        """Apply the client's offer and return our answer (ICE candidates included, no trickle)."""
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError, KeyError, ... on odd SDP
+            raise BadOfferError(
+                f"the SDP offer was rejected: {type(exc).__name__}: {exc}", code="bad_sdp"
+            ) from exc
+        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        self._spawn(self._watchdog(), "watchdog")
+        return self._pc.localDescription
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def aclose(self, reason: str = "closed") -> None:
+        """Close the peer, stop the readers, tell the sink. Safe to call more than once and from
+        inside the session's own tasks."""
+        if self._closing:
+            if asyncio.current_task() not in self._tasks | self._readers:
+                await self._closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        log.info("session %s closing: %s", self.session_id, reason)
+        try:
+            await self._pc.close()
+            # Frames still queued after the close are of no use: cancel rather than drain.
+            await _cancel_and_wait(self._readers | self._tasks)
+        finally:
+            try:
+                self.sink.on_close()
+            except Exception:
+                log.exception("session %s: sink.on_close failed", self.session_id)
+            self._closed.set()
+            if self._on_closed is not None:
+                self._on_closed(self)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str, reader: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")
+        group = self._readers if reader else self._tasks
+        group.add(task)
+        task.add_done_callback(group.discard)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind in self._kinds_taken or track.kind not in ("audio", "video"):
+            self.stats.extra_tracks += 1
+            log.info("session %s: extra %s track discarded", self.session_id, track.kind)
+            self._spawn(self._read_discard(track), f"discard-{track.kind}", reader=True)
+            return
+        self._kinds_taken.add(track.kind)
+        reader = self._read_audio(track) if track.kind == "audio" else self._read_video(track)
+        self._spawn(reader, f"read-{track.kind}", reader=True)
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        log.debug("session %s: connection %s", self.session_id, state)
+        if state in ("failed", "closed") and not self._closing:
+            self._spawn(self.aclose(f"connection {state}"), "close")
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        converter = AudioConverter()
+        started = self.info.started_monotonic
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                self._last_media = now
+                assert isinstance(frame, av.AudioFrame)
+                samples = converter.convert(frame)
+                self.stats.audio_frames += 1
+                if samples.size and not self._closing:
+                    self.stats.audio_samples += samples.size
+                    if not self._call_sink(self.sink.on_audio, samples, now - started):
+                        return
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        started = self.info.started_monotonic
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                self._last_media = now
+                self.stats.video_frames += 1
+                media_time = now - started
+                wanted = self._call_sink(self.sink.wants_frame, media_time)
+                if wanted is None:
+                    return
+                if not wanted:
+                    self.stats.video_frames_dropped += 1
+                    continue
+                assert isinstance(frame, av.VideoFrame)
+                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+                if self._closing:
+                    return
+                self.stats.video_frames_delivered += 1
+                if self._call_sink(self.sink.on_frame, rgb, media_time) is None:
+                    return
+
+    async def _read_discard(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self._last_media = time.monotonic()
+
+    def _call_sink(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a sink method; a sink that raises ends the session (returns None)."""
+        try:
+            result = method(*args)
+        except Exception:
+            log.exception("session %s: sink.%s failed", self.session_id, method.__name__)
+            self._spawn(self.aclose("sink error"), "close")
+            return None
+        return True if result is None else result
+
+    async def _watchdog(self) -> None:
+        timeout = self._inactivity_timeout
+        period = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            idle = time.monotonic() - self._last_media
+            if idle >= timeout:
+                self._spawn(self.aclose(f"no media for {idle:.1f} s"), "close")
+                return
+
+
+async def _cancel_and_wait(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait until they are done; never cancel or wait on the calling task."""
+    current = asyncio.current_task()
+    pending = {t for t in tasks if t is not current and not t.done()}
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)

@@ -1,0 +1,392 @@
+"""The WebRTC ingest HTTP server: signalling, the browser page, and live events for the page.
+
+Routes:
+- `GET /` — the page (stream/static/index.html; app.js and style.css under /static/).
+- `POST /offer` — JSON `{sdp, type: "offer", session_id?, options?}` → `{sdp, type: "answer",
+  session_id}`. No trickle ICE: the client sends its offer after gathering, and so do we.
+  Errors are JSON `{"error": code, "detail": message}` with a 4xx status; 503 + Retry-After when
+  every session slot is taken.
+- `GET /events/{session}` — server-sent events, one `data:` JSON object per event, from the
+  `events_factory` given to `create_app` (stream/ itself knows nothing about Redis).
+- `GET /healthz` — `{"status": "ok", "sessions": n, "max_sessions": m}`.
+
+A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
+client that lost its connection (aiortc has no ICE restart) can come back under the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc.sdp import SessionDescription
+
+from merclip.settings import Settings
+from stream.errors import (
+    BadOfferError,
+    OfferError,
+    PayloadTooLargeError,
+    ServerFullError,
+    UnsupportedMediaTypeError,
+)
+from stream.peer import (
+    MediaSink,
+    PeerSession,
+    SessionInfo,
+    ice_configuration,
+    use_loopback_candidates,
+)
+
+__all__ = [
+    "EVENTS_QUEUE_SIZE",
+    "REGISTRY",
+    "EventsFactory",
+    "SessionRegistry",
+    "SinkFactory",
+    "create_app",
+]
+
+log = logging.getLogger(__name__)
+
+SinkFactory = Callable[[SessionInfo], MediaSink]
+EventsFactory = Callable[[str], AsyncIterator[dict[str, Any]]]
+
+STATIC_DIR = Path(__file__).parent / "static"
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SDP_LINE_RE = re.compile(r"^[a-z]=")
+EVENTS_QUEUE_SIZE = 64
+"""Events buffered per page connection; when the page reads slower, the oldest are dropped."""
+SSE_KEEPALIVE_SECONDS = 15.0
+RETRY_AFTER_SECONDS = 5
+
+
+class SessionRegistry:
+    """The live sessions of one server, bounded by `max_sessions`."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, PeerSession] = {}
+        self.rejected_full = 0
+        """Offers refused because every slot was taken."""
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def count(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: str) -> PeerSession | None:
+        return self._sessions.get(session_id)
+
+    def sessions(self) -> list[PeerSession]:
+        return list(self._sessions.values())
+
+    def check_capacity(self) -> None:
+        """Raise ServerFullError when every slot is taken."""
+        if len(self._sessions) >= self.max_sessions:
+            self.rejected_full += 1
+            raise ServerFullError(
+                f"all {self.max_sessions} session slots are in use; retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+
+    def add(self, session: PeerSession) -> None:
+        self.check_capacity()
+        self._sessions[session.session_id] = session
+
+    def remove(self, session: PeerSession) -> None:
+        if self._sessions.get(session.session_id) is session:
+            del self._sessions[session.session_id]
+
+    async def aclose_all(self, reason: str) -> None:
+        sessions = self.sessions()
+        await asyncio.gather(*(s.aclose(reason) for s in sessions), return_exceptions=True)
+
+
+REGISTRY = web.AppKey("merclip_sessions", SessionRegistry)
+_SSE_TASKS = web.AppKey("merclip_sse_tasks", set)
+
+
+def create_app(
+    settings: Settings,
+    sink_factory: SinkFactory,
+    events_factory: EventsFactory | None = None,
+    *,
+    static_dir: Path | None = None,
+    loopback: bool | None = None,
+) -> web.Application:
+    """The aiohttp application. `sink_factory(info)` makes one MediaSink per session;
+    `events_factory(session_id)` yields that session's event dicts for GET /events/{session}.
+
+    `loopback`: offer 127.0.0.1 as an ICE host candidate (see
+    `stream.peer.use_loopback_candidates`); default: when settings.server.host is a loopback
+    address, so that a server bound to localhost works even where loopback is the only interface.
+    """
+    server = settings.server
+    if loopback is None:
+        loopback = _is_loopback(server.host)
+    if loopback:
+        use_loopback_candidates()
+    static = static_dir or STATIC_DIR
+    registry = SessionRegistry(server.max_sessions)
+    app = web.Application(client_max_size=server.max_body_bytes)
+    app[REGISTRY] = registry
+    app[_SSE_TASKS] = set()
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "sessions": registry.count, "max_sessions": registry.max_sessions}
+        )
+
+    async def offer(request: web.Request) -> web.Response:
+        try:
+            return await _handle_offer(request)
+        except OfferError as exc:
+            headers = {}
+            if isinstance(exc, ServerFullError):
+                headers["Retry-After"] = str(exc.retry_after)
+            log.info("offer refused (%s): %s", exc.code, exc.detail)
+            return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+
+    async def _handle_offer(request: web.Request) -> web.Response:
+        body = await _read_json(request, server.max_body_bytes)
+        sdp, session_id, options = _parse_offer(body)
+        old = registry.get(session_id)
+        if old is not None:
+            log.info("session %s reconnecting: replacing its old peer", session_id)
+            await old.aclose("replaced by a new connection")
+        info = SessionInfo(
+            session_id=session_id,
+            started_wall=time.time(),
+            started_monotonic=time.monotonic(),
+            options=options,
+        )
+        registry.check_capacity()  # before the sink exists: a refused offer costs ingest nothing
+        sink = sink_factory(info)
+        session = PeerSession(
+            info,
+            sink,
+            ice_configuration(server.ice_servers),
+            server.inactivity_timeout_seconds,
+            on_closed=registry.remove,
+        )
+        # Registered before the (slow) answer so concurrent offers count against the limit.
+        registry.add(session)
+        try:
+            answer = await session.answer(sdp)
+        except BaseException:
+            await session.aclose("offer failed")
+            raise
+        log.info("session %s started (%d/%d)", session_id, registry.count, registry.max_sessions)
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["session"]
+        if not SESSION_ID_RE.match(session_id):
+            return _error(400, "bad_session_id", "session ids are 1-64 of [A-Za-z0-9_-]")
+        if events_factory is None:
+            return _error(404, "no_events", "this server was started without an event source")
+        task = asyncio.current_task()
+        assert task is not None
+        app[_SSE_TASKS].add(task)
+        try:
+            return await _serve_events(request, events_factory(session_id))
+        finally:
+            app[_SSE_TASKS].discard(task)
+
+    async def on_shutdown(app: web.Application) -> None:
+        for task in list(app[_SSE_TASKS]):
+            task.cancel()
+        await registry.aclose_all("server shutting down")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/offer", offer)
+    app.router.add_get("/events/{session}", events)
+    app.router.add_static("/static/", static, show_index=False)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+# -- request parsing -------------------------------------------------------------------------
+
+
+async def _read_json(request: web.Request, max_bytes: int) -> Any:
+    ctype = request.content_type
+    if ctype != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be application/json, got {ctype or 'none'!r}"
+        )
+    too_big = f"the body is larger than the {max_bytes}-byte limit (server.max_body_bytes)"
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLargeError(too_big)
+    # Read at most one byte past the limit: a chunked body has no Content-Length to check.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = await request.content.read(max_bytes + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > max_bytes:
+        raise PayloadTooLargeError(too_big)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadOfferError(f"the body is not valid JSON: {exc}", code="bad_json") from exc
+
+
+def _parse_offer(body: Any) -> tuple[str, str, dict[str, Any]]:
+    """Validate the offer body; returns (sdp, session_id, options)."""
+    if not isinstance(body, dict):
+        raise BadOfferError("the body must be a JSON object {sdp, type, session_id?, options?}")
+    unknown = body.keys() - {"sdp", "type", "session_id", "options"}
+    if unknown:
+        raise BadOfferError(f"unknown fields {sorted(unknown)}", code="unknown_field")
+    if "type" not in body:
+        raise BadOfferError('missing field "type" (must be "offer")', code="missing_field")
+    if body["type"] != "offer":
+        raise BadOfferError(f'"type" must be "offer", got {body["type"]!r}', code="not_an_offer")
+    sdp = body.get("sdp")
+    if sdp is None:
+        raise BadOfferError('missing field "sdp"', code="missing_field")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadOfferError('"sdp" must be a non-empty string', code="bad_field")
+    session_id = body.get("session_id")
+    if session_id is None:
+        session_id = uuid.uuid4().hex[:16]
+    elif not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
+        raise BadOfferError(
+            '"session_id" must be 1-64 characters of [A-Za-z0-9_-]', code="bad_field"
+        )
+    options = body.get("options", {})
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise BadOfferError('"options" must be a JSON object', code="bad_field")
+    _check_sdp(sdp)
+    return sdp, session_id, options
+
+
+def _check_sdp(sdp: str) -> None:
+    """Parse the SDP and require at least one audio or video section we can receive."""
+    # aiortc's parser skips lines it does not know, so check the basic "x=value" shape first.
+    lines = [line for line in sdp.splitlines() if line.strip()]
+    bad = next((line for line in lines if not SDP_LINE_RE.match(line)), None)
+    if not lines or not lines[0].startswith("v=") or bad is not None:
+        shown = (bad or (lines[0] if lines else ""))[:60]
+        raise BadOfferError(
+            f"the SDP is not a session description (starts with v=, then x=value lines): "
+            f"offending line {shown!r}",
+            code="bad_sdp",
+        )
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # the parser raises ValueError, IndexError, KeyError, ...
+        raise BadOfferError(
+            f"the SDP cannot be parsed: {type(exc).__name__}: {exc}", code="bad_sdp"
+        ) from exc
+    kinds = {m.kind for m in parsed.media if m.port != 0 and m.direction != "inactive"}
+    if not kinds & {"audio", "video"}:
+        raise BadOfferError(
+            "the offer has no audio or video section: add a microphone or camera track "
+            f"(found: {sorted(kinds) or 'no media'})",
+            code="no_media",
+        )
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- server-sent events ----------------------------------------------------------------------
+
+
+async def _serve_events(
+    request: web.Request, source: AsyncIterator[Mapping[str, Any]]
+) -> web.StreamResponse:
+    """Relay `source` to the client as SSE. A pump task fills a bounded queue so that a slow
+    page never stalls the source (oldest events are dropped and counted)."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(EVENTS_QUEUE_SIZE)
+    dropped = 0
+
+    async def pump() -> None:
+        nonlocal dropped
+        try:
+            async for event in source:
+                if queue.full():
+                    queue.get_nowait()
+                    dropped += 1
+                queue.put_nowait(event)
+        finally:
+            if queue.full():
+                queue.get_nowait()
+                dropped += 1
+            queue.put_nowait(None)
+
+    pump_task = asyncio.create_task(pump(), name="sse-pump")
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                break
+            await response.write(_sse_message(event))
+    except ConnectionResetError:
+        pass  # the page went away
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump_task
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if dropped:
+            log.info("events: dropped %d events for a slow page", dropped)
+    return response
+
+
+def _sse_message(event: Mapping[str, Any]) -> bytes:
+    lines = []
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and "\n" not in event_id:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(event, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()

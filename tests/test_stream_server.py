@@ -1,0 +1,240 @@
+"""The WebRTC server with real aiortc peers on loopback: media delivery, bad offers, limits,
+cleanup. Each test runs its own server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import numpy as np
+import pytest
+from stream_support import (
+    PatternVideoTrack,
+    SilentPausedTrack,
+    SineTrack,
+    make_settings,
+    running_server,
+    wait_for,
+)
+
+from stream.file_client import OfferRejectedError, connect_peer
+from stream.server import REGISTRY
+
+pytestmark = pytest.mark.timeout(60)
+
+AMPLITUDE = 0.25
+SECONDS = 3.0
+
+
+async def test_audio_and_video_reach_the_sink() -> None:
+    async with running_server(make_settings()) as (url, app, sinks):
+        audio = SineTrack(AMPLITUDE, 440.0, SECONDS)
+        video = PatternVideoTrack(320, 240, fps=15, seconds=SECONDS)
+        pc, sid = await connect_peer(url, [audio, video], session_id="media-1")
+        assert sid == "media-1"
+        registry = app[REGISTRY]
+        assert registry.count == 1
+        assert await wait_for(lambda: audio.readyState == "ended", SECONDS + 5)
+        await asyncio.sleep(0.5)  # let the jitter buffer drain
+        await pc.close()
+        assert await wait_for(lambda: registry.count == 0, 5), "server kept the closed peer"
+
+    (sink,) = sinks
+    assert sink.closed == 1
+    assert sink.info.session_id == "media-1"
+
+    # Audio: 16 kHz mono float32, the sent level, about as long as what was sent.
+    chunks = [a for a, _ in sink.audio]
+    assert all(a.dtype == np.float32 and a.ndim == 1 for a in chunks)
+    samples = sink.samples
+    sent_16k = audio.sent / 3
+    assert 0.9 * sent_16k <= samples.size <= 1.05 * sent_16k, (samples.size, sent_16k)
+    steady = samples[8000:-8000]  # skip Opus start-up and the tail
+    rms = float(np.sqrt(np.mean(steady**2)))
+    assert rms == pytest.approx(AMPLITUDE / np.sqrt(2), rel=0.1), rms
+    spectrum = np.abs(np.fft.rfft(steady[:16000]))
+    assert np.argmax(spectrum) * 16000 / 16000 == pytest.approx(440, abs=2)
+
+    audio_times = [t for _, t in sink.audio]
+    assert audio_times == sorted(audio_times)
+    assert audio_times[-1] == pytest.approx(samples.size / 16000, abs=0.6)
+
+    # Video: only the frames the sink asked for (2 per second), as RGB arrays.
+    assert sink.frames_offered >= 0.8 * video.sent
+    assert 4 <= len(sink.frames) <= 8, len(sink.frames)
+    for rgb, _ in sink.frames:
+        assert rgb.shape == (240, 320, 3) and rgb.dtype == np.uint8
+    # The red bar survived the VP8 trip.
+    rgb = sink.frames[-1][0]
+    assert rgb[..., 0].max() > 180 and rgb[..., 1].min() < 120
+    frame_times = [t for _, t in sink.frames]
+    assert frame_times == sorted(frame_times)
+    assert all(b - a >= 0.5 for a, b in zip(frame_times, frame_times[1:], strict=False))
+
+
+async def test_audio_only_and_video_only_sessions() -> None:
+    async with running_server(make_settings()) as (url, app, sinks):
+        a_pc, _ = await connect_peer(url, [SineTrack(seconds=1.5)])
+        v_pc, _ = await connect_peer(url, [PatternVideoTrack(seconds=1.5)])
+        assert await wait_for(
+            lambda: len(sinks) == 2 and all(s.audio or s.frames for s in sinks), 5
+        )
+        assert app[REGISTRY].count == 2
+        assert await wait_for(
+            lambda: a_pc.connectionState == v_pc.connectionState == "connected", 5
+        )
+        await a_pc.close()
+        await v_pc.close()
+        assert await wait_for(lambda: app[REGISTRY].count == 0, 5)
+    audio_sink, video_sink = sinks
+    assert audio_sink.audio and not audio_sink.frames
+    assert video_sink.frames and not video_sink.audio
+
+
+def _offer_sdp_without_media() -> str:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+        "a=mid:0\r\na=sctp-port:5000\r\n"
+    )
+
+
+async def test_bad_offers_get_4xx_json_and_the_server_keeps_serving() -> None:
+    settings = make_settings(max_body_bytes=4096)
+    async with running_server(settings) as (url, app, sinks):
+        async with aiohttp.ClientSession() as http:
+
+            async def post(data: bytes | str, ctype: str = "application/json") -> tuple[int, dict]:
+                async with http.post(
+                    f"{url}/offer", data=data, headers={"Content-Type": ctype}
+                ) as r:
+                    assert r.content_type == "application/json"
+                    return r.status, await r.json()
+
+            good_sdp = "v=0\r\n"  # replaced below by a real offer's SDP
+            from aiortc import RTCPeerConnection
+
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            good_sdp = pc.localDescription.sdp
+            await pc.close()
+
+            cases = [
+                ("{not json", "application/json", 400, "bad_json"),
+                ("[1, 2]", "application/json", 400, "bad_offer"),
+                (json.dumps({"type": "offer"}), "application/json", 400, "missing_field"),
+                (json.dumps({"sdp": good_sdp}), "application/json", 400, "missing_field"),
+                (json.dumps({"sdp": 5, "type": "offer"}), "application/json", 400, "bad_field"),
+                (
+                    json.dumps({"sdp": good_sdp, "type": "answer"}),
+                    "application/json",
+                    400,
+                    "not_an_offer",
+                ),
+                (
+                    json.dumps({"sdp": good_sdp, "type": "offer", "session_id": "a b/c"}),
+                    "application/json",
+                    400,
+                    "bad_field",
+                ),
+                (
+                    json.dumps({"sdp": good_sdp, "type": "offer", "extra": 1}),
+                    "application/json",
+                    400,
+                    "unknown_field",
+                ),
+                (
+                    json.dumps({"sdp": "hello world", "type": "offer"}),
+                    "application/json",
+                    400,
+                    "bad_sdp",
+                ),
+                (
+                    json.dumps({"sdp": _offer_sdp_without_media(), "type": "offer"}),
+                    "application/json",
+                    400,
+                    "no_media",
+                ),
+                (json.dumps({"sdp": good_sdp, "type": "offer"}), "text/plain", 415, None),
+                (
+                    json.dumps({"sdp": good_sdp + "a=x:" + "y" * 5000 + "\r\n", "type": "offer"}),
+                    "application/json",
+                    413,
+                    "payload_too_large",
+                ),
+            ]
+            for body, ctype, status, code in cases:
+                got_status, got = await post(body, ctype)
+                assert got_status == status, (body[:60], got)
+                assert set(got) == {"error", "detail"} and got["detail"], got
+                if code is not None:
+                    assert got["error"] == code, (body[:60], got)
+
+            async with http.get(f"{url}/healthz") as r:
+                assert (await r.json())["sessions"] == 0
+        assert sinks == [], "a refused offer must not create a sink"
+
+        pc, _ = await connect_peer(url, [SineTrack(seconds=1.0)])
+        assert await wait_for(lambda: bool(sinks and sinks[0].audio), 5)
+        await pc.close()
+
+
+async def test_max_sessions_answers_503_with_retry_after() -> None:
+    async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
+        first, _ = await connect_peer(url, [SineTrack(seconds=5)])
+        with pytest.raises(OfferRejectedError) as info:
+            await connect_peer(url, [SineTrack(seconds=5)])
+        assert info.value.status == 503
+        assert info.value.body["error"] == "server_full"
+        assert info.value.retry_after is not None and info.value.retry_after > 0
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/offer", json={"sdp": "v=0\r\n", "type": "offer"}) as r:
+                # Validation comes first; a full server still says what is wrong with the body.
+                assert r.status == 400
+        assert len(sinks) == 1
+        # Close once connected: a peer closed mid-handshake is only noticed by the inactivity
+        # timeout (there is no DTLS session yet to say goodbye on).
+        assert await wait_for(lambda: first.connectionState == "connected", 5)
+        await first.close()
+        assert await wait_for(lambda: app[REGISTRY].count == 0, 5)
+        again, _ = await connect_peer(url, [SineTrack(seconds=1)])
+        assert app[REGISTRY].count == 1
+        await again.close()
+
+
+async def test_reconnect_with_same_session_id_replaces_the_old_peer() -> None:
+    async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
+        first, _ = await connect_peer(url, [SineTrack(seconds=5)], session_id="same")
+        second, sid = await connect_peer(url, [SineTrack(seconds=5)], session_id="same")
+        assert sid == "same"
+        assert app[REGISTRY].count == 1
+        assert sinks[0].closed == 1 and sinks[1].closed == 0
+        await first.close()
+        await second.close()
+
+
+async def test_inactivity_closes_a_session_without_media() -> None:
+    settings = make_settings(inactivity_timeout_seconds=1.0)
+    async with running_server(settings) as (url, app, sinks):
+        pc, _ = await connect_peer(url, [SilentPausedTrack()])
+        session = app[REGISTRY].sessions()[0]
+        assert await wait_for(lambda: app[REGISTRY].count == 0, 4)
+        assert session.close_reason is not None and "no media" in session.close_reason
+        assert sinks[0].closed == 1
+        await pc.close()
+
+
+async def test_app_shutdown_closes_every_peer() -> None:
+    async with running_server(make_settings()) as (url, app, sinks):
+        peers = [(await connect_peer(url, [SineTrack(seconds=10)]))[0] for _ in range(2)]
+        assert await wait_for(lambda: all(s.audio for s in sinks), 5)
+        sessions = app[REGISTRY].sessions()
+        assert len(sessions) == 2
+    # running_server's exit ran the app's on_shutdown
+    assert all(s.closed for s in sessions)
+    assert [s.closed for s in sinks] == [1, 1]
+    assert app[REGISTRY].count == 0
+    for pc in peers:
+        await pc.close()

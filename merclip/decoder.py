@@ -89,6 +89,8 @@ class CrossModalDecoder(nn.Module):
         z = query
         for m in self.order:
             feats, mask = batch.features(m)  # (B, T_m, D_m), (B, T_m)
+            # Zero the padding: masked keys get no attention weight, but 0 * NaN is still NaN.
+            feats = feats.masked_fill(~mask.unsqueeze(-1), 0.0)
             memory = self.adapters[m](feats)  # (B, T_m, W)
             for block in self.stages[m]:
                 z = block(z, memory, mask)

@@ -62,8 +62,8 @@ class MerClip(nn.Module):
         self.clip_name = clip.name
         self.clip_pretrained = clip.pretrained_source
         self.text = TextTower(clip)
-        if config.freeze_clip:
-            self.text.requires_grad_(False)
+        # The tower shares CLIP's modules (no copy): set both ways, the last model built wins.
+        self.text.requires_grad_(not config.freeze_clip)
         self.task_modules = nn.ModuleDict(
             {t: TaskModule(t, config, self.text) for t in config.tasks}
         )

@@ -1,0 +1,218 @@
+"""Streaming ingest: one MediaSink per WebRTC session, rolling windows, feature extraction off the
+event loop, FeatureWindows published to the bus.
+
+Per session: the stream reader tasks push audio and sampled frames into a `SessionWindower` (on the
+loop: cheap appends). Finished windows go to a small per-session queue (settings.ingest.
+max_pending_windows); when extraction falls behind, the OLDEST pending window is dropped and
+counted, so latency stays bounded instead of growing. One extraction task per session takes windows
+in order and runs `WindowExtractor.extract` in a thread pool shared by all sessions of the process
+(settings.ingest.extract_threads), then publishes the features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from merclip.settings import Settings
+from stream.peer import MediaSink, SessionInfo
+from workers.features.extractor import WindowExtractor
+from workers.schemas import FeatureWindow
+from workers.windowing import RawWindow, SessionWindower
+
+__all__ = ["IngestCounters", "IngestPipeline", "SessionIngest"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[FeatureWindow], Awaitable[object]]
+
+# A track that stops sending must not hold its session's windows back forever: once the session
+# clock is this far past a window's end, the window is cut with whatever media arrived.
+STALL_GRACE_SECONDS = 0.5
+TICK_SECONDS = 0.25
+
+
+@dataclass
+class IngestCounters:
+    """Process-wide counters (exported as metrics)."""
+
+    sessions_started: int = 0
+    sessions_active: int = 0
+    windows_cut: int = 0
+    windows_published: int = 0
+    windows_dropped_backlog: int = 0
+    """Dropped because extraction was behind (oldest pending window first)."""
+    windows_dropped_windowing: int = 0
+    """Skipped by the windower because nobody popped them (should stay 0)."""
+    extraction_errors: int = 0
+    publish_errors: int = 0
+
+
+class IngestPipeline:
+    """Shared models and threads for every session of one ingest process."""
+
+    def __init__(self, settings: Settings, extractor: WindowExtractor, publish: Publish) -> None:
+        self.settings = settings
+        self.extractor = extractor
+        self.publish = publish
+        self.counters = IngestCounters()
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
+        )
+        self._sessions: dict[str, SessionIngest] = {}
+        self._closed = False
+
+    def sink_factory(self, info: SessionInfo) -> SessionIngest:
+        """Called by the WebRTC server for each new session (on the event loop)."""
+        if self._closed:
+            raise RuntimeError("ingest pipeline is closed")
+        session = SessionIngest(self, info)
+        self._sessions[info.session_id] = session
+        self.counters.sessions_started += 1
+        self.counters.sessions_active = len(self._sessions)
+        return session
+
+    @property
+    def sessions(self) -> dict[str, SessionIngest]:
+        return dict(self._sessions)
+
+    async def extract(self, raw: RawWindow, session_id: str) -> FeatureWindow:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.extractor.extract, raw, session_id)
+
+    def _forget(self, session: SessionIngest) -> None:
+        self._sessions.pop(session.info.session_id, None)
+        self.counters.sessions_active = len(self._sessions)
+
+    async def aclose(self) -> None:
+        """Finish every session's pending windows (bounded), then stop the threads."""
+        self._closed = True
+        for session in list(self._sessions.values()):
+            session.on_close()
+        await asyncio.gather(
+            *(s.wait_done() for s in list(self._sessions.values())), return_exceptions=True
+        )
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def __aenter__(self) -> IngestPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SessionIngest(MediaSink):
+    """The MediaSink of one session: windowing on the loop, extraction in the pool."""
+
+    def __init__(self, pipeline: IngestPipeline, info: SessionInfo) -> None:
+        ingest = pipeline.settings.ingest
+        self.pipeline = pipeline
+        self.info = info
+        self.windower = SessionWindower(ingest.window_seconds, ingest.hop_seconds, ingest.video_fps)
+        self.max_pending = ingest.max_pending_windows
+        self._pending: deque[RawWindow] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.windows_published = 0
+        self.windows_dropped = 0
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"ingest-{info.session_id}"
+        )
+
+    # ---- MediaSink (called on the event loop; must stay cheap) ----------------------------
+
+    def on_audio(self, samples: np.ndarray, media_time_end: float) -> None:
+        if not self._closing:
+            self.windower.push_audio(samples, media_time_end)
+            self._collect()
+
+    def wants_frame(self, media_time: float) -> bool:
+        return not self._closing and self.windower.offer_frame(media_time)
+
+    def on_frame(self, rgb: np.ndarray, media_time: float) -> None:
+        if not self._closing:
+            self.windower.push_frame(rgb, media_time)
+            self._collect()
+
+    def on_close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._enqueue(self.windower.flush(self.info.started_wall, self._clock()))
+        self._wake.set()
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        return time.monotonic() - self.info.started_monotonic
+
+    def _collect(self, media_now: float | None = None) -> None:
+        self._enqueue(self.windower.pop_ready(self.info.started_wall, media_now))
+
+    def _enqueue(self, windows: list[RawWindow]) -> None:
+        counters = self.pipeline.counters
+        for raw in windows:
+            counters.windows_cut += 1
+            self._pending.append(raw)
+            while len(self._pending) > self.max_pending:
+                dropped = self._pending.popleft()
+                self.windows_dropped += 1
+                counters.windows_dropped_backlog += 1
+                log.warning(
+                    "session %s: extraction behind, dropped window %d",
+                    self.info.session_id,
+                    dropped.seq,
+                )
+        if windows:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                    if not self._closing and self.windower.media_time > 0:
+                        # Stalled tracks: the session clock completes windows on its own.
+                        now = max(self.windower.media_time, self._clock() - STALL_GRACE_SECONDS)
+                        self._collect(now)
+                    continue
+                raw = self._pending.popleft()
+                await self._process(raw)
+        finally:
+            self.pipeline.counters.windows_dropped_windowing += self.windower.windows_dropped
+            self.pipeline._forget(self)
+
+    async def _process(self, raw: RawWindow) -> None:
+        counters = self.pipeline.counters
+        sid = self.info.session_id
+        try:
+            fw = await self.pipeline.extract(raw, sid)
+        except Exception:
+            counters.extraction_errors += 1
+            log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)
+            return
+        try:
+            await self.pipeline.publish(fw)
+        except Exception:
+            counters.publish_errors += 1
+            log.exception("session %s: publishing window %d failed", sid, raw.seq)
+            return
+        self.windows_published += 1
+        counters.windows_published += 1
+
+    async def wait_done(self, timeout: float = 30.0) -> None:
+        """Wait until the session's pending windows are extracted and published."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)

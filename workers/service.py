@@ -94,7 +94,10 @@ class LiveService:
     async def _events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """Events of one session for its page: recent history, then live."""
         async for event in subscribe(
-            self.redis_url, session=session_id, replay=EVENT_REPLAY, prefix=self.settings.redis.prefix
+            self.redis_url,
+            session=session_id,
+            replay=EVENT_REPLAY,
+            prefix=self.settings.redis.prefix,
         ):
             yield event.to_json_dict()
 

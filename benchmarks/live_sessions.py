@@ -1,0 +1,230 @@
+"""Live pipeline benchmark: N concurrent WebRTC sessions for T seconds against `merclip serve`.
+
+Starts `merclip serve` as a separate process (embedded Redis, models as configured), streams N
+synthetic sessions (a moving face and espeak-ng speech repeated with pauses) with the
+`stream-file` client, subscribes to every event, and prints:
+- p50 / p95 latency from window end to published event (and to features ready / inference done),
+- per-stage extraction times (ASR, faces, CLIP image, CLIP text, audio features),
+- real-time factor = mean extraction time per window / hop (per session; < 1 keeps up),
+- lag trend: p95 latency of the second half of the run vs the first half (growing lag = not
+  keeping up), windows expected vs received (drops),
+- peak RSS of all processes of `merclip serve` together (server + embedded Redis).
+
+    python benchmarks/live_sessions.py --sessions 1 --seconds 60
+    python benchmarks/live_sessions.py --sessions 3 --seconds 120
+
+The default models are the service defaults (ViT-B-32 CLIP, random init; bundled tiny.en).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from media import face_frame, read_wav_16k, speech_wav  # noqa: E402
+
+from stream.file_client import stream_file  # noqa: E402
+from workers.schemas import EmotionEvent  # noqa: E402
+from workers.subscriber import subscribe  # noqa: E402
+
+SENTENCES = [
+    "Hello world, this is a test of the emotion recognition system.",
+    "I am really happy to see you today.",
+    "That was a terrible and sad thing to hear.",
+]
+
+
+def make_media(directory: Path, seconds: float, fps: int = 15) -> Path:
+    """A VP8/Opus webm: drifting face, sentences spoken back to back with 1 s pauses."""
+    out = directory / f"bench-{int(seconds)}s.webm"
+    if out.exists():
+        return out
+    rate = 48000
+    speech = [read_wav_16k(speech_wav(directory, s)) for s in SENTENCES]
+    track = np.zeros(int(seconds * rate), np.float32)
+    pos, i = int(0.5 * rate), 0
+    while pos < track.size:
+        up = np.repeat(speech[i % len(speech)], 3)  # 16 kHz -> 48 kHz (good enough for ASR)
+        n = min(up.size, track.size - pos)
+        track[pos : pos + n] = up[:n]
+        pos += n + rate
+        i += 1
+    with av.open(str(out), "w", format="webm") as c:
+        vs = c.add_stream("libvpx", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+        as_ = c.add_stream("libopus", rate=rate)
+        as_.layout = "mono"
+        for k in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(face_frame(k, fps, (320, 240), True), format="rgb24")
+            frame.pts = k
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        pcm = (np.clip(track, -1, 1) * 32767).astype(np.int16)
+        for s in range(0, pcm.size, 960):
+            af = av.AudioFrame.from_ndarray(pcm[None, s : s + 960], format="s16", layout="mono")
+            af.sample_rate, af.pts = rate, s
+            for p in as_.encode(af):
+                c.mux(p)
+        for p in as_.encode():
+            c.mux(p)
+    return out
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process and its children, sampled every 0.5 s."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs)
+            except psutil.Error:
+                break
+            self.peak = max(self.peak, rss)
+            self.samples.append((time.monotonic() - t0, rss))
+            self.stop.wait(0.5)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: Path) -> dict:
+    events: list[tuple[float, EmotionEvent]] = []
+
+    async def listen() -> None:
+        async for ev in subscribe(redis_url, prefix="merclip"):
+            events.append((time.time(), ev))
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)
+    sessions = [f"bench-{i}" for i in range(args.sessions)]
+    t0 = time.time()
+    await asyncio.gather(
+        *(stream_file(url, media, session_id=s, seconds=args.seconds) for s in sessions)
+    )
+    await asyncio.sleep(args.drain)
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+
+    evs = [e for _, e in events if e.session_id in sessions]
+    published = [e.latency.published_ms for e in evs]
+    half = t0 + args.seconds / 2
+    first = [e.latency.published_ms for e in evs if e.wall_end < half]
+    second = [e.latency.published_ms for e in evs if e.wall_end >= half]
+    stages: dict[str, list[float]] = {}
+    for e in evs:
+        for k, v in e.stage_ms.items():
+            stages.setdefault(k, []).append(v)
+    extract_ms = [sum(v for k, v in e.stage_ms.items() if k != "inference") for e in evs]
+    hop, window = args.hop, args.window
+    expected = args.sessions * max(0, int((args.seconds - window) // hop) + 1)
+    return {
+        "sessions": args.sessions,
+        "seconds": args.seconds,
+        "events": len(evs),
+        "windows_expected_at_least": expected,
+        "latency_ms": {
+            "published_p50": pct(published, 50),
+            "published_p95": pct(published, 95),
+            "features_ready_p50": pct([e.latency.features_ready_ms for e in evs], 50),
+            "inference_done_p50": pct([e.latency.inference_done_ms for e in evs], 50),
+            "published_p95_first_half": pct(first, 95),
+            "published_p95_second_half": pct(second, 95),
+        },
+        "stage_ms_mean": {k: round(statistics.fmean(v), 1) for k, v in sorted(stages.items())},
+        "real_time_factor": (statistics.fmean(extract_ms) / 1000 / hop) if extract_ms else None,
+        "transcribed_windows": sum(1 for e in evs if e.transcript),
+        "face_windows": sum(1 for e in evs if e.face_present),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--clip-model", default="ViT-B-32")
+    p.add_argument("--model", default="merclip-b32-live")
+    p.add_argument("--window", type=float, default=4.0)
+    p.add_argument("--hop", type=float, default=2.0)
+    p.add_argument("--drain", type=float, default=8.0, help="seconds to wait for late events")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
+    media = make_media(work, args.seconds + 2)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MERCLIP_CLIP_MODEL": args.clip_model,
+        "MERCLIP_MODEL_NAME": args.model,
+        "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
+        "MERCLIP_INGEST_HOP_SECONDS": str(args.hop),
+        "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions)),
+    }
+    env.pop("MERCLIP_REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
+        cwd=work, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving at" not in line:
+        proc.kill()
+        print("serve failed to start", file=sys.stderr)
+        return 1
+    url = line.split("serving at", 1)[1].strip()
+    # The embedded Redis URL is not printed; find its port from the child process.
+    redis_child = next(
+        c for c in psutil.Process(proc.pid).children() if "redis-server" in " ".join(c.cmdline())
+    )
+    port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    try:
+        result = asyncio.run(run_bench(args, url, redis_url, media))
+    finally:
+        sampler.stop.set()
+        proc.send_signal(2)
+        proc.wait(timeout=60)
+    result["peak_rss_mb_all_serve_processes"] = round(sampler.peak / 2**20)
+    result["clip_model"] = args.clip_model
+    result["cpu_count"] = os.cpu_count()
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

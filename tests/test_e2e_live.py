@@ -1,0 +1,120 @@
+"""End to end in one process: an aiortc client streams a face video with espeak-ng speech to the
+live service (embedded Redis, real faster-whisper tiny.en, test-size CLIP and MER-CLIP), and the
+session's events arrive on the live channel and in the session's event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from media import SPEECH_TEXT, face_video
+
+from merclip.settings import Settings
+from stream.file_client import stream_file
+from workers.bus import Bus
+from workers.schemas import EmotionEvent
+from workers.service import LiveService
+from workers.subscriber import subscribe
+
+pytestmark = pytest.mark.slow
+
+EVENT_TIMEOUT = 60.0
+
+
+def tiny_settings(**redis: object) -> Settings:
+    s = Settings()
+    s = s.replace("server", host="127.0.0.1", port=0)
+    s = s.replace("model", name="merclip-tiny-live")
+    s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
+    if redis:
+        s = s.replace("redis", **redis)
+    return s
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[LiveService]:
+    async with LiveService(tiny_settings()) as svc:
+        yield svc
+
+
+async def _collect(url: str, session: str, prefix: str, out: list[EmotionEvent]) -> None:
+    async for ev in subscribe(url, session=session, prefix=prefix):
+        out.append(ev)
+
+
+async def test_face_and_speech_reach_events_on_channel_and_stream(
+    service: LiveService, media_dir: Path
+) -> None:
+    video = face_video(media_dir, SPEECH_TEXT, seconds=7.0)
+    session = "e2e-one"
+    live: list[EmotionEvent] = []
+    listener = asyncio.create_task(
+        _collect(service.redis_url, session, service.settings.redis.prefix, live)
+    )
+    await asyncio.sleep(0.3)  # subscribed before the first event can be published
+    try:
+        await stream_file(service.url, video, session_id=session)
+        deadline = asyncio.get_running_loop().time() + EVENT_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            words = " ".join(ev.transcript for ev in live).lower()
+            if "hello" in words and "test" in words and any(ev.face_present for ev in live):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+    assert live, "no event arrived on the live channel"
+    words = " ".join(ev.transcript for ev in live).lower()
+    assert "hello" in words and "test" in words, words
+    assert any(ev.face_present for ev in live)
+    assert any(ev.speech_present for ev in live)
+    for ev in live:
+        assert ev.session_id == session
+        assert len(ev.emotion_probs) == 6 and all(0.0 <= p <= 1.0 for p in ev.emotion_probs)
+        assert ev.emotion_labels == ["happy", "sad", "anger", "surprise", "disgust", "fear"]
+        assert ev.sentiment in ("negative", "positive")
+        assert abs(sum(ev.sentiment_probs) - 1.0) < 1e-3
+        assert ev.pretrained is False and ev.zero_shot is True
+        lat = ev.latency
+        assert 0 <= lat.features_ready_ms <= lat.inference_done_ms <= lat.published_ms
+    seqs = [ev.seq for ev in live]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+    async with Bus.connect(service.redis_url, service.settings.redis) as bus:
+        stored = await bus.events(session, count=100)
+    assert [e.event_id for e in stored][: len(live)] == [e.event_id for e in live]
+
+
+async def test_concurrent_sessions_never_see_each_others_events(
+    service: LiveService, media_dir: Path
+) -> None:
+    video = face_video(media_dir, SPEECH_TEXT, seconds=4.0)
+    got: dict[str, list[EmotionEvent]] = {"iso-a": [], "iso-b": []}
+    prefix = service.settings.redis.prefix
+    listeners = [
+        asyncio.create_task(_collect(service.redis_url, sid, prefix, evs))
+        for sid, evs in got.items()
+    ]
+    await asyncio.sleep(0.3)
+    try:
+        await asyncio.gather(*(stream_file(service.url, video, session_id=sid) for sid in got))
+        deadline = asyncio.get_running_loop().time() + EVENT_TIMEOUT
+        while any(not evs for evs in got.values()):
+            assert asyncio.get_running_loop().time() < deadline, "a session got no events"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # let any misrouted event show up
+    finally:
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+    for sid, evs in got.items():
+        assert {ev.session_id for ev in evs} == {sid}
+    async with Bus.connect(service.redis_url, service.settings.redis) as bus:
+        for sid in got:
+            assert {e.session_id for e in await bus.events(sid, count=100)} == {sid}

@@ -1,4 +1,4 @@
-"""Command-line flags shared by `merclip serve` and `merclip ingest`, and the signal-aware runner."""
+"""Flags shared by `merclip serve` and `merclip ingest`, and the signal-aware runner."""
 
 from __future__ import annotations
 

@@ -246,3 +246,40 @@ def test_single_task_model(clip: ClipBackbone) -> None:
 def test_wrong_clip_for_config_is_an_error(clip: ClipBackbone) -> None:
     with pytest.raises(ConfigError, match="ViT-B-32"):
         create_model("merclip-b32-live", clip=clip)
+
+
+def test_label_context_init_from_template(clip: ClipBackbone) -> None:
+    m = _model(clip)  # n_ctx 4 == len("a photo of a")
+    tokens = clip.tokenize(["a photo of a"])[0, 1:5]
+    expected = clip.model.token_embedding.weight[tokens]
+    assert torch.allclose(m.task_modules["emotion"].labels.ctx, expected)
+    r = _model(clip, n_ctx=3)  # template does not fit: small random init
+    ctx = r.task_modules["emotion"].labels.ctx
+    assert ctx.shape == (3, clip.text_width) and float(ctx.detach().std()) < 0.05
+    assert _model(clip, n_ctx=0)(collate(_samples(1), r.dims), "emotion").probs.shape == (1, 6)
+
+
+def test_learns_a_toy_problem(clip: ClipBackbone) -> None:
+    """A few Adam steps fit labels that depend on the language features: gradients reach
+    adapters, decoder, prompts and heads in a useful direction."""
+    torch.manual_seed(0)
+    m = create_model(TINY, clip=clip, tasks=["sentiment"]).train()
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=64).astype(np.float32)
+    samples, labels = [], []
+    for _ in range(32):
+        lang = rng.normal(size=(4, 64)).astype(np.float32)
+        samples.append(Sample(lang, None, rng.normal(size=(5, 64)).astype(np.float32)))
+        labels.append(int(lang.mean(axis=0) @ direction > 0))
+    batch, targets = collate(samples, m.dims), torch.tensor(labels)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    first = None
+    for _ in range(40):
+        loss = m(batch, "sentiment", targets).loss
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    acc = float((m(batch, "sentiment").probs.argmax(1) == targets).float().mean())
+    assert float(loss) < 0.5 * first and acc >= 0.9

@@ -1,0 +1,146 @@
+"""One window of raw media → one FeatureWindow in the live feature space.
+
+Used unchanged by the streaming ingest (called from executor threads) and by `merclip extract`.
+Stages and what they produce (float16 on the wire):
+- asr:        transcript (faster-whisper behind the energy gate, see asr.py)
+- clip_text:  language = clip.encode_text_tokens([transcript])[0], (T_l, D); None if no words
+- faces:      Haar on at most `ingest.max_faces_per_window` of the window's sampled frames (evenly
+              spread when there are more), the largest face of each frame
+- clip_image: visual = clip.encode_images(crops) in one batch, (N_faces, D); None without faces
+- audio:      audio = log-mel rows (T_a, 64); None when silent or no audio
+
+Thread safety: the Transcriber serialises Whisper calls itself, FaceDetector keeps one cascade per
+thread, and CLIP forward passes under torch.no_grad only read the shared weights, so one
+WindowExtractor may be called from several threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from merclip.batch import Sample
+from merclip.clip_backbone import ClipBackbone, load_clip
+from merclip.settings import Settings
+from workers.features.asr import Transcriber
+from workers.features.audio_features import log_mel_features, speech_ratio
+from workers.features.faces import FaceDetector
+from workers.schemas import FeatureWindow
+from workers.windowing import RawWindow
+
+__all__ = ["STAGES", "WindowExtractor", "select_frames", "window_to_sample"]
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("asr", "faces", "clip_image", "clip_text", "audio")
+
+
+def select_frames(
+    frames: list[tuple[float, np.ndarray]], limit: int
+) -> list[tuple[float, np.ndarray]]:
+    """At most `limit` frames spread evenly over the window (first and last kept)."""
+    if len(frames) <= limit:
+        return list(frames)
+    idx = np.unique(np.linspace(0, len(frames) - 1, limit).round().astype(int))
+    return [frames[i] for i in idx]
+
+
+class WindowExtractor:
+    """Turns RawWindows into FeatureWindows with shared, already-loaded models."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clip: ClipBackbone,
+        asr: Transcriber | None,
+        faces: FaceDetector | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clip = clip
+        self.asr = asr
+        self.faces = faces if faces is not None else FaceDetector()
+        self.max_faces = settings.ingest.max_faces_per_window
+        self.min_speech_ratio = settings.asr.min_speech_ratio
+        if asr is None:
+            log.warning("no ASR model: windows get no transcript and no language features")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: str = "cpu") -> WindowExtractor:
+        """Load CLIP and Whisper as configured (start-up cost: do it once per process)."""
+        clip = load_clip(settings.clip.model, settings.clip.pretrained, device)
+        return cls(settings, clip, Transcriber.from_settings(settings.asr, device=device))
+
+    def extract(self, raw: RawWindow, session_id: str) -> FeatureWindow:
+        stage_ms: dict[str, float] = {}
+
+        t = time.perf_counter()
+        if self.asr is not None:
+            result = self.asr.transcribe_window(raw.audio)
+            transcript, speech_present = result.text, result.speech_present
+        else:
+            transcript = ""
+            speech_present = speech_ratio(raw.audio) >= self.min_speech_ratio
+        stage_ms["asr"] = _ms(t)
+
+        t = time.perf_counter()
+        language = None
+        if transcript:
+            language = self.clip.encode_text_tokens([transcript])[0].astype(np.float16)
+        stage_ms["clip_text"] = _ms(t)
+
+        t = time.perf_counter()
+        crops: list[np.ndarray] = []
+        for _, rgb in select_frames(raw.frames, self.max_faces):
+            found = self.faces.crops(rgb, max_faces=1)  # the largest face of this frame
+            crops.extend(found)
+        stage_ms["faces"] = _ms(t)
+
+        t = time.perf_counter()
+        visual = None
+        if crops:
+            visual = self.clip.encode_images(crops).cpu().numpy().astype(np.float16)
+        stage_ms["clip_image"] = _ms(t)
+
+        t = time.perf_counter()
+        mel = log_mel_features(raw.audio)
+        audio = None if mel is None else mel.astype(np.float16)
+        stage_ms["audio"] = _ms(t)
+
+        return FeatureWindow(
+            session_id=session_id,
+            seq=raw.seq,
+            media_start=raw.media_start,
+            media_end=raw.media_end,
+            wall_start=raw.wall_start,
+            wall_end=raw.wall_end,
+            transcript=transcript,
+            language=language,
+            visual=visual,
+            audio=audio,
+            face_present=visual is not None,
+            speech_present=speech_present,
+            clip_model=self.clip.name,
+            clip_pretrained=self.clip.pretrained_source,
+            features_ready_wall=time.time(),
+            stage_ms=stage_ms,
+        )
+
+
+def window_to_sample(fw: FeatureWindow) -> Sample:
+    """The model input for one FeatureWindow (float32 arrays; absent modalities stay None)."""
+
+    def f32(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or x.size == 0 else np.asarray(x, dtype=np.float32)
+
+    return Sample(
+        language=f32(fw.language),
+        visual=f32(fw.visual),
+        audio=f32(fw.audio),
+        id=f"{fw.session_id}:{fw.seq}",
+    )
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)

@@ -8,6 +8,7 @@ Routes:
   every session slot is taken.
 - `GET /events/{session}` — server-sent events, one `data:` JSON object per event, from the
   `events_factory` given to `create_app` (stream/ itself knows nothing about Redis).
+- `GET /config` — `{"ice_servers": [...], "events": bool}` for the page.
 - `GET /healthz` — `{"status": "ok", "sessions": n, "max_sessions": m}`.
 
 A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
@@ -152,6 +153,12 @@ def create_app(
             {"status": "ok", "sessions": registry.count, "max_sessions": registry.max_sessions}
         )
 
+    async def config(request: web.Request) -> web.Response:
+        # What the page needs to build its RTCPeerConnection like ours.
+        return web.json_response(
+            {"ice_servers": list(server.ice_servers), "events": events_factory is not None}
+        )
+
     async def offer(request: web.Request) -> web.Response:
         try:
             return await _handle_offer(request)
@@ -215,6 +222,7 @@ def create_app(
 
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/config", config)
     app.router.add_post("/offer", offer)
     app.router.add_get("/events/{session}", events)
     app.router.add_static("/static/", static, show_index=False)

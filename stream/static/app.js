@@ -1,0 +1,287 @@
+// MER-CLIP Live page: camera + microphone to the server over WebRTC, this session's events back
+// over server-sent events. No libraries, no CDN: the page works offline on http://localhost.
+"use strict";
+
+const TRANSCRIPT_LINES = 8;
+const ICE_GATHER_TIMEOUT_MS = 3000;
+// Downscale in the browser: faces need no more than 640x480 at 15 fps, and every pixel we send
+// is decoded on the server whether it is used or not.
+const MEDIA_CONSTRAINTS = {
+  // Loudness and voice quality are emotional cues: keep echo cancellation (speakers), but no
+  // automatic gain or noise suppression, which flatten them.
+  audio: {
+    channelCount: 1,
+    echoCancellation: true,
+    autoGainControl: false,
+    noiseSuppression: false,
+  },
+  video: {
+    width: { ideal: 640, max: 640 },
+    height: { ideal: 480, max: 480 },
+    frameRate: { ideal: 15, max: 15 },
+  },
+};
+
+const $ = (id) => document.getElementById(id);
+
+const state = { pc: null, stream: null, events: null, sessionId: null, count: 0 };
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function showError(text) {
+  const el = $("error");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+async function fetchConfig() {
+  try {
+    const resp = await fetch("/config");
+    if (resp.ok) return await resp.json();
+  } catch (err) {
+    console.warn("no /config", err);
+  }
+  return { ice_servers: [] };
+}
+
+function waitForIceGathering(pc) {
+  // No trickle ICE: the server answers one complete offer with one complete answer.
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+  });
+}
+
+async function join() {
+  showError("");
+  $("join").disabled = true;
+  try {
+    setStatus("asking for camera and microphone");
+    if (!window.isSecureContext) {
+      throw new Error("the camera needs a secure context: open http://localhost:PORT or HTTPS");
+    }
+    state.stream = await navigator.mediaDevices.getUserMedia(MEDIA_CONSTRAINTS);
+    $("preview").srcObject = state.stream;
+
+    const config = await fetchConfig();
+    const pc = new RTCPeerConnection({
+      iceServers: (config.ice_servers || []).map((url) => ({ urls: url })),
+    });
+    state.pc = pc;
+    pc.addEventListener("connectionstatechange", () => {
+      setStatus(pc.connectionState);
+      if (pc.connectionState === "failed") {
+        showError("the connection failed; press Join to reconnect to the same session");
+        leave(false);
+      }
+    });
+    for (const track of state.stream.getTracks()) {
+      const sender = pc.addTrack(track, state.stream);
+      if (track.kind === "video") capFrameRate(sender);
+    }
+
+    setStatus("connecting");
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc);
+    const body = { sdp: pc.localDescription.sdp, type: "offer" };
+    const wanted = $("session-input").value.trim() || state.sessionId;
+    if (wanted) body.session_id = wanted;
+    const resp = await fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const reply = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      const retry = resp.headers.get("Retry-After");
+      throw new Error(
+        `server refused (${resp.status}): ${reply.detail || reply.error || resp.statusText}` +
+          (retry ? ` — retry in ${retry} s` : "")
+      );
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    state.sessionId = reply.session_id;
+    $("session-id").textContent = reply.session_id;
+    $("session-input").value = reply.session_id;
+    openEvents(reply.session_id);
+    $("leave").disabled = false;
+  } catch (err) {
+    showError(String(err.message || err));
+    leave(false);
+  }
+}
+
+async function capFrameRate(sender) {
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+    params.encodings[0].maxFramerate = 15;
+    await sender.setParameters(params);
+  } catch (err) {
+    console.warn("could not cap the frame rate", err);
+  }
+}
+
+function leave(clearError = true) {
+  if (clearError) showError("");
+  if (state.events) state.events.close();
+  if (state.pc) state.pc.close();
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.events = state.pc = state.stream = null;
+  $("preview").srcObject = null;
+  if ($("status").textContent !== "failed") setStatus("idle");
+  $("join").disabled = false;
+  $("leave").disabled = true;
+}
+
+function openEvents(sessionId) {
+  const source = new EventSource(`/events/${encodeURIComponent(sessionId)}`);
+  state.events = source;
+  source.onmessage = (msg) => {
+    try {
+      render(JSON.parse(msg.data));
+    } catch (err) {
+      console.error("bad event", err, msg.data);
+    }
+  };
+  source.onerror = () => {
+    // EventSource reconnects by itself; say so instead of failing silently.
+    if (source.readyState === EventSource.CONNECTING) console.warn("events: reconnecting");
+  };
+}
+
+// ---- rendering -------------------------------------------------------------------------------
+
+function render(ev) {
+  state.count += 1;
+  $("event-count").textContent = String(state.count);
+  renderBanner(ev);
+  renderBars(ev);
+  renderSentiment(ev);
+  renderTranscript(ev);
+  setPresence($("face"), ev.face_present, "in view", "no face");
+  setPresence($("speech"), ev.speech_present, "speaking", "silence");
+  const lat = ev.latency || {};
+  if (typeof lat.published_ms === "number") {
+    $("latency").textContent =
+      `${Math.round(lat.published_ms)} ms after window end ` +
+      `(features ${Math.round(lat.features_ready_ms)} · inference ${Math.round(
+        lat.inference_done_ms
+      )})`;
+  }
+  $("model").textContent = `${ev.model_name || "?"} ${ev.model_version || ""}`.trim();
+}
+
+function renderBanner(ev) {
+  const notes = [];
+  if (ev.pretrained === false) {
+    notes.push(
+      "CLIP weights are randomly initialised (pretrained = false): these predictions are " +
+        "meaningless. Configure clip.pretrained."
+    );
+  }
+  if (ev.zero_shot) {
+    notes.push(
+      "Zero-shot mode: no trained MER-CLIP checkpoint is loaded; scores are raw CLIP " +
+        "similarities to the label words."
+    );
+  }
+  const el = $("banner");
+  el.textContent = notes.join(" ");
+  el.hidden = notes.length === 0;
+}
+
+function renderBars(ev) {
+  const labels = ev.emotion_labels || [];
+  const probs = ev.emotion_probs || [];
+  const smoothed = ev.emotion_smoothed || [];
+  const predicted = new Set(ev.emotions_predicted || []);
+  const threshold = typeof ev.emotion_threshold === "number" ? ev.emotion_threshold : null;
+  const box = $("bars");
+  labels.forEach((label, i) => {
+    let row = box.querySelector(`.bar[data-label="${CSS.escape(label)}"]`);
+    if (!row) {
+      row = document.createElement("div");
+      row.className = "bar";
+      row.dataset.label = label;
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = label;
+      const track = document.createElement("div");
+      track.className = "track";
+      for (const cls of ["fill", "smoothed", "threshold"]) {
+        const part = document.createElement("div");
+        part.className = cls;
+        track.appendChild(part);
+      }
+      const value = document.createElement("span");
+      value.className = "value";
+      row.append(name, track, value);
+      box.appendChild(row);
+    }
+    const p = clamp01(probs[i]);
+    row.querySelector(".fill").style.width = `${(p * 100).toFixed(1)}%`;
+    row.querySelector(".smoothed").style.left = `${(clamp01(smoothed[i] ?? p) * 100).toFixed(1)}%`;
+    const th = row.querySelector(".threshold");
+    th.hidden = threshold === null;
+    if (threshold !== null) th.style.left = `${threshold * 100}%`;
+    row.querySelector(".value").textContent = p.toFixed(2);
+    row.classList.toggle("predicted", predicted.has(label));
+    row.dataset.prob = p.toFixed(3);
+  });
+}
+
+function renderSentiment(ev) {
+  const el = $("sentiment");
+  el.textContent = "";
+  const label = document.createElement("span");
+  label.className = "label";
+  label.textContent = ev.sentiment || "–";
+  el.appendChild(label);
+  const parts = (ev.sentiment_labels || []).map(
+    (l, i) => `${l} ${clamp01((ev.sentiment_probs || [])[i]).toFixed(2)}`
+  );
+  if (parts.length) el.appendChild(document.createTextNode(`  (${parts.join(" · ")})`));
+}
+
+function renderTranscript(ev) {
+  const text = (ev.transcript || "").trim();
+  if (!text) return;
+  const list = $("transcript");
+  const item = document.createElement("li");
+  const t = document.createElement("span");
+  t.className = "t";
+  t.textContent = `${Number(ev.media_start || 0).toFixed(1)}s`;
+  item.append(t, document.createTextNode(text));
+  list.appendChild(item);
+  while (list.children.length > TRANSCRIPT_LINES) list.removeChild(list.firstChild);
+  list.scrollTop = list.scrollHeight;
+}
+
+function setPresence(el, present, yes, no) {
+  if (typeof present !== "boolean") return;
+  el.textContent = present ? yes : no;
+  el.classList.toggle("yes", present);
+  el.classList.toggle("no", !present);
+}
+
+function clamp01(x) {
+  const v = Number(x);
+  return Number.isFinite(v) ? Math.min(1, Math.max(0, v)) : 0;
+}
+
+$("join").addEventListener("click", join);
+$("leave").addEventListener("click", () => leave(true));
+const fromUrl = new URLSearchParams(location.search).get("session");
+if (fromUrl) $("session-input").value = fromUrl;
+window.addEventListener("beforeunload", () => leave(false));

@@ -1,0 +1,438 @@
+"""`merclip train`: train MER-CLIP on one dataset, keep the best checkpoint by validation score.
+
+Run directory (`--out`):
+- `best.pt`   checkpoint with the best validation score (emotion: micro-F1; sentiment: weighted
+              F1, non-0 convention when regression labels exist; both tasks: their mean)
+- `last.pt` + `train_state.pt`   the latest epoch and the optimiser/scheduler/RNG state, so
+              `--resume` continues exactly where an interrupted run stopped
+- `history.json`   per-epoch losses, validation metrics, seconds
+- `summary.json`   test metrics of best.pt next to the label-frequency baseline
+
+CPU or GPU automatically (`--device auto`); on CUDA the forward runs under autocast (bfloat16
+where supported, else float16 with a gradient scaler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from merclip.batch import Sample, collate
+from merclip.checkpoint import load_checkpoint, save_checkpoint
+from merclip.clip_backbone import load_clip
+from merclip.config import MerClipConfig, load_model_config
+from merclip.data.sources import DataSource, load_data
+from merclip.data.synthetic import SyntheticSpec
+from merclip.errors import ConfigError, DatasetError
+from merclip.model import MerClip
+from merclip.settings import Settings
+from merclip.training.evaluate import (
+    baseline_metrics,
+    evaluate_model,
+    has_task_labels,
+    resolve_device,
+)
+
+__all__ = [
+    "TrainOptions",
+    "TrainResult",
+    "add_arguments",
+    "build_config",
+    "run",
+    "selection_score",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+NO_WORD = "none"
+"""Query word meaning "learnable prompts only" (the paper's "(no word)")."""
+
+
+@dataclass
+class TrainOptions:
+    data: str = "synthetic"
+    out_dir: Path = Path("runs/merclip")
+    model: str = "merclip-tiny-live"
+    tasks: tuple[str, ...] = ("emotion",)
+    query_word: str = ""
+    """"" = the config's word ("Emotion"/"Sentiment"); "none" = learnable prompts only."""
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    emotion_labels: Path | None = None
+    clip_pretrained: str | None = None
+    """CLIP weights for the label/query text tower; None = the live dataset's source (or '')."""
+    progress: bool = field(default_factory=lambda: sys.stderr.isatty())
+    synthetic: SyntheticSpec | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra model config fields (e.g. {"dropout": 0.1})."""
+    stop_after_epoch: int | None = None
+    """Stop after this epoch (e.g. a time-sliced job); `--resume` continues the same schedule."""
+    threads: int | None = None
+    """torch CPU threads (None = torch's default). Small models on a busy machine run far faster
+    with 1 thread than with oversubscribed ones."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_checkpoint: Path
+    best_epoch: int
+    best_score: float
+    history: dict[str, Any]
+    test: dict[str, Any]
+    """{task: {"model": metrics, "baseline": metrics}} on the test split (eval split if none)."""
+
+
+def selection_score(metrics: dict[str, dict[str, Any]]) -> float:
+    """Mean over tasks of emotion micro-F1 / sentiment weighted F1."""
+    return float(np.mean([m["f1"] for m in metrics.values()]))
+
+
+def build_config(
+    opts: TrainOptions, source: DataSource
+) -> MerClipConfig:
+    """The model config for this run: named config + tasks, query word, data dims."""
+    config = load_model_config(opts.model)
+    changes: dict[str, Any] = {"tasks": list(opts.tasks), **opts.overrides}
+    if opts.query_word:
+        word = "" if opts.query_word.lower() == NO_WORD else opts.query_word
+        for task in opts.tasks:
+            changes[f"{task}_query_word"] = word
+    if source.feature_space is not None and source.feature_space != config.feature_space:
+        example = "merclip-b32-live" if source.feature_space == "live" else "merclip-b32-mosei"
+        raise ConfigError(
+            f"--data {source.spec} is in the {source.feature_space!r} feature space but model "
+            f"{opts.model!r} expects {config.feature_space!r} features: pick a model of the "
+            f"{source.feature_space!r} space (e.g. {example})"
+        )
+    if source.dims != config.dims:
+        if source.feature_space == "live":
+            raise ConfigError(
+                f"live dataset dims {source.dims} differ from model {opts.model!r} dims "
+                f"{config.dims}: the features come from another CLIP model"
+            )
+        log.info("model dims %s set from the data: %s", config.dims, source.dims)
+        changes["dims"] = dict(source.dims)
+    if source.feature_space == "live" and source.meta.get("clip_model") != config.clip_model:
+        raise ConfigError(
+            f"live dataset was extracted with CLIP {source.meta.get('clip_model')!r}, model "
+            f"{opts.model!r} uses {config.clip_model!r}"
+        )
+    return config.replace(**changes)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _targets(samples: Sequence[Sample], task: str) -> torch.Tensor:
+    if task == "emotion":
+        return torch.from_numpy(np.stack([np.asarray(s.emotion, np.float32) for s in samples]))
+    return torch.tensor([int(s.sentiment) for s in samples], dtype=torch.long)  # type: ignore[arg-type]
+
+
+def _batch_loss(
+    model: MerClip, samples: Sequence[Sample], tasks: Sequence[str], device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> torch.Tensor | None:
+    """Sum over tasks of the loss on the samples labelled for that task."""
+    total: torch.Tensor | None = None
+    for task in tasks:
+        labelled = [s for s in samples if has_task_labels(s, task)]
+        if not labelled:
+            continue
+        batch = collate(labelled, model.dims).to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            out = model(batch, task, _targets(labelled, task).to(device))
+        loss = out.loss.float()  # type: ignore[union-attr]
+        total = loss if total is None else total + loss
+    return total
+
+
+@torch.no_grad()
+def _valid_loss(
+    model: MerClip, samples: Sequence[Sample], tasks: Sequence[str], batch_size: int,
+    device: torch.device,
+) -> float:
+    model.eval()
+    losses, weights = [], []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        loss = _batch_loss(model, chunk, tasks, device, None)
+        if loss is not None:
+            losses.append(float(loss.detach()))
+            weights.append(len(chunk))
+    return float(np.average(losses, weights=weights)) if losses else math.nan
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train (or resume) a run; returns the best checkpoint and its test metrics."""
+    _seed_everything(opts.seed)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = resolve_device(opts.device)
+    out = Path(opts.out_dir)
+    probe = load_model_config(opts.model)
+    source = load_data(opts.data, probe.dims, opts.emotion_labels, opts.seed, opts.synthetic)
+    config = build_config(opts, source)
+    train_set = [s for s in source.split("train") if any(has_task_labels(s, t) for t in opts.tasks)]
+    if not train_set:
+        raise DatasetError(f"{opts.data}: no training sample has {'/'.join(opts.tasks)} labels")
+    eval_name = source.eval_split()
+    valid_set = source.split(eval_name)
+    test_name = "test" if source.splits.get("test") else eval_name
+
+    last_path, state_path = out / "last.pt", out / "train_state.pt"
+    if opts.resume and last_path.is_file() and state_path.is_file():
+        model = load_checkpoint(last_path, device=device)
+        if model.config.to_dict() != config.to_dict():
+            raise ConfigError(
+                f"--resume: {last_path} was trained with another model config/task/query word; "
+                "use a new --out or the same options"
+            )
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+        log.info("resuming %s from epoch %d", out, state["epoch"])
+    else:
+        if opts.resume:
+            log.warning("--resume: no last.pt/train_state.pt in %s, starting fresh", out)
+        pretrained = opts.clip_pretrained
+        if pretrained is None:
+            pretrained = str(source.meta.get("clip_pretrained", "")) if source.meta else ""
+        model = MerClip(config, load_clip(config.clip_model, pretrained)).to(device)
+        state = None
+        history = {
+            "model": config.name,
+            "tasks": list(opts.tasks),
+            "data": opts.data,
+            "query_words": {t: config.query_word(t) for t in opts.tasks},
+            "selection_metric": "mean validation F1 ("
+            + ", ".join("micro" if t == "emotion" else "weighted" for t in opts.tasks)
+            + ")",
+            "options": _jsonable(asdict(opts)),
+            "epochs": [],
+        }
+    out.mkdir(parents=True, exist_ok=True)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / opts.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=opts.lr, total_steps=max(1, steps_per_epoch * opts.epochs),
+        pct_start=0.1, anneal_strategy="cos",
+    )
+    amp_dtype: torch.dtype | None = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    shuffle = torch.Generator().manual_seed(opts.seed)
+    start_epoch, best_score, best_epoch = 1, -math.inf, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"]) + 1
+        best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
+
+    for epoch in range(start_epoch, opts.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_set), generator=shuffle).tolist()
+        losses: list[float] = []
+        bar = tqdm(
+            range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{opts.epochs}",
+            disable=not opts.progress, leave=False, file=sys.stderr,
+        )
+        for i in bar:
+            chunk = [train_set[j] for j in order[i : i + opts.batch_size]]
+            loss = _batch_loss(model, chunk, opts.tasks, device, amp_dtype)
+            if loss is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler.last_epoch < scheduler.total_steps - 1:
+                scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        metrics = {
+            t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in opts.tasks
+        }
+        score = selection_score(metrics)
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "valid_loss": _valid_loss(model, valid_set, opts.tasks, opts.batch_size, device),
+            "score": score,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "valid": {t: _headline(m) for t, m in metrics.items()},
+        }
+        history["epochs"].append(record)
+        extra = _extra(opts, epoch, score, metrics, eval_name)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            save_checkpoint(out / "best.pt", model, extra)
+        save_checkpoint(last_path, model, extra)
+        torch.save(
+            {
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "shuffle": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+            },
+            state_path,
+        )
+        history["best_epoch"], history["best_score"] = best_epoch, best_score
+        (out / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+        log.info(
+            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid score %.4f%s (%.1fs)",
+            epoch, opts.epochs, record["train_loss"], record["valid_loss"], score,
+            " (best)" if best_epoch == epoch else "", record["seconds"],
+        )
+        if opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
+            break
+
+    best = load_checkpoint(out / "best.pt", device=device)
+    test_set = source.split(test_name)
+    test: dict[str, Any] = {}
+    for task in opts.tasks:
+        test[task] = {
+            "model": evaluate_model(best, test_set, task, opts.batch_size, device),
+            "baseline": baseline_metrics(train_set, test_set, task, best.labels(task)),
+        }
+    summary = {
+        "best_checkpoint": str(out / "best.pt"),
+        "best_epoch": best_epoch,
+        "best_valid_score": best_score,
+        "split": test_name,
+        "test": test,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return TrainResult(out, out / "best.pt", best_epoch, best_score, history, test)
+
+
+def _headline(m: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in m.items() if isinstance(v, float)}
+
+
+def _extra(
+    opts: TrainOptions, epoch: int, score: float, metrics: dict[str, Any], split: str
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "data": opts.data,
+        "seed": opts.seed,
+        "tasks": list(opts.tasks),
+        "valid_split": split,
+        "valid_score": score,
+        "valid": {t: _headline(m) for t, m in metrics.items()},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `train` and `ablate-query`."""
+    parser.add_argument("--data", default="synthetic",
+                        help="synthetic | mosi:PKL | mosei:PKL | live:DIR (default synthetic)")
+    parser.add_argument("--emotion-labels", type=Path, default=None,
+                        help="CMU-MOSEI emotion labels (.csd, .pkl or .json) for mosei: data")
+    parser.add_argument("--task", choices=("emotion", "sentiment", "both"), default=None,
+                        help="default: train.task")
+    parser.add_argument("--model", default=None, help="named model config (default: model.name)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--clip-pretrained", default=None,
+                        help="CLIP weights for the text tower (tag or file)")
+    parser.add_argument("--out", type=Path, default=None, help="run directory")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--query-word", default=None,
+                        help="query word (default train.query_word; 'none' = prompts only)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--stop-after-epoch", type=int, default=None,
+                        help="stop after this epoch; continue later with --resume")
+
+
+def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOptions:
+    t = settings.train
+    task = args.task or t.task
+    tasks = ("emotion", "sentiment") if task == "both" else (task,)
+    model = args.model or settings.model.name
+    clip_pretrained = args.clip_pretrained
+    if clip_pretrained is None and settings.clip.model == load_model_config(model).clip_model:
+        clip_pretrained = settings.clip.pretrained or None
+    out = args.out or Path(t.out_dir) / f"{model}-{task}"
+    return TrainOptions(
+        data=args.data,
+        out_dir=Path(out),
+        model=model,
+        tasks=tasks,
+        query_word=getattr(args, "query_word", None) or t.query_word,
+        epochs=args.epochs or t.epochs,
+        batch_size=args.batch_size or t.batch_size,
+        lr=args.lr or t.lr,
+        weight_decay=t.weight_decay,
+        seed=t.seed if args.seed is None else args.seed,
+        device=args.device or t.device,
+        resume=getattr(args, "resume", False),
+        emotion_labels=args.emotion_labels,
+        clip_pretrained=clip_pretrained,
+        threads=args.threads,
+        stop_after_epoch=getattr(args, "stop_after_epoch", None),
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    result = train(options_from_args(args, settings))
+    print(f"best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
+          f"valid score {result.best_score:.4f})")
+    for task, entry in result.test.items():
+        m, b = entry["model"], entry["baseline"]
+        print(f"{task} test: model F1 {m['f1']:.4f} vs label-frequency baseline {b['f1']:.4f}")
+    return 0

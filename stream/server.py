@@ -116,7 +116,6 @@ class SessionRegistry:
 
 
 REGISTRY = web.AppKey("merclip_sessions", SessionRegistry)
-_SSE_TASKS = web.AppKey("merclip_sse_tasks", set)
 
 
 def create_app(
@@ -143,7 +142,7 @@ def create_app(
     registry = SessionRegistry(server.max_sessions)
     app = web.Application(client_max_size=server.max_body_bytes)
     app[REGISTRY] = registry
-    app[_SSE_TASKS] = set()
+    sse_tasks: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
 
     async def index(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
@@ -209,14 +208,14 @@ def create_app(
             return _error(404, "no_events", "this server was started without an event source")
         task = asyncio.current_task()
         assert task is not None
-        app[_SSE_TASKS].add(task)
+        sse_tasks.add(task)
         try:
             return await _serve_events(request, events_factory(session_id))
         finally:
-            app[_SSE_TASKS].discard(task)
+            sse_tasks.discard(task)
 
     async def on_shutdown(app: web.Application) -> None:
-        for task in list(app[_SSE_TASKS]):
+        for task in list(sse_tasks):
             task.cancel()
         await registry.aclose_all("server shutting down")
 

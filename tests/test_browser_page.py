@@ -119,8 +119,11 @@ async def test_page_streams_camera_and_microphone_and_renders_events(
 
                 # Media reaches the sink: speech audio and 640x480 camera frames.
                 assert await wait_for(
-                    lambda: bool(sinks) and sinks[0].samples.size > 3 * 16000
-                    and len(sinks[0].frames) >= 3,
+                    lambda: (
+                        bool(sinks)
+                        and sinks[0].samples.size > 3 * 16000
+                        and len(sinks[0].frames) >= 3
+                    ),
                     15,
                 ), console
                 (sink,) = sinks

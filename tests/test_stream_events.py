@@ -1,0 +1,95 @@
+"""GET /events/{session}: server-sent events from the events_factory, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from stream_support import make_settings, running_server, wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Source:
+    """events_factory that yields `count` events, then ends or waits forever (`live`)."""
+
+    def __init__(self, count: int, live: bool = False) -> None:
+        self.count = count
+        self.live = live
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+
+    async def __call__(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        self.opened.append(session_id)
+        try:
+            for seq in range(self.count):
+                yield {"event_id": f"{session_id}-{seq}", "session_id": session_id, "seq": seq}
+            if self.live:
+                await asyncio.Event().wait()
+        finally:
+            self.closed.append(session_id)
+
+
+def _messages(raw: str) -> list[dict[str, str]]:
+    out = []
+    for block in raw.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
+        )
+        if "data" in fields:
+            out.append(fields)
+    return out
+
+
+async def test_events_arrive_as_sse_with_ids() -> None:
+    source = Source(3)
+    async with running_server(make_settings(), source) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/events/abc") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"].startswith("text/event-stream")
+                raw = (await r.read()).decode()
+    msgs = _messages(raw)
+    assert [json.loads(m["data"])["seq"] for m in msgs] == [0, 1, 2]
+    assert [m["id"] for m in msgs] == ["abc-0", "abc-1", "abc-2"]
+    assert source.opened == ["abc"] and source.closed == ["abc"]
+
+
+async def test_events_without_a_source_or_with_a_bad_id() -> None:
+    async with running_server(make_settings()) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/events/abc") as r:
+                assert r.status == 404 and (await r.json())["error"] == "no_events"
+    async with running_server(make_settings(), Source(1)) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/events/a%20b") as r:
+                assert r.status == 400 and (await r.json())["error"] == "bad_session_id"
+
+
+async def test_a_page_that_goes_away_closes_its_source() -> None:
+    source = Source(1, live=True)
+    async with running_server(make_settings(), source) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/events/s1") as r:
+                line = b""
+                while b"data:" not in line:
+                    line = await r.content.readline()
+        # The server notices on its next write (keep-alive), or at once when the TCP reset
+        # arrives; either way the source must be closed, not leaked.
+        assert await wait_for(lambda: source.closed == ["s1"], 20)
+
+
+async def test_shutdown_ends_open_event_streams() -> None:
+    source = Source(1, live=True)
+    async with aiohttp.ClientSession() as http:
+        async with running_server(make_settings(), source) as (url, app, _):
+            r = await http.get(f"{url}/events/s2")
+            line = b""
+            while b"data:" not in line:
+                line = await r.content.readline()
+        assert source.closed == ["s2"]
+        r.close()

@@ -33,6 +33,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from prometheus_client import Counter
 
 from stream.audio import AudioConverter
 from stream.errors import BadOfferError
@@ -47,6 +48,21 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+AUDIO_SECONDS = Counter(
+    "merclip_stream_audio_seconds", "Seconds of 16 kHz audio delivered to sinks"
+)
+VIDEO_FRAMES = Counter(
+    "merclip_stream_video_frames",
+    "Video frames received, by outcome (delivered to the sink, or dropped: not wanted)",
+    ["outcome"],
+)
+SESSIONS_CLOSED = Counter(
+    "merclip_stream_sessions_closed",
+    "Sessions closed, by reason (connection_closed, connection_failed, inactivity, "
+    "sink_error, replaced, offer_failed, shutdown)",
+    ["reason"],
+)
 
 
 class MediaSink(Protocol):
@@ -177,13 +193,14 @@ class PeerSession:
 
     async def aclose(self, reason: str = "closed") -> None:
         """Close the peer, stop the readers, tell the sink. Safe to call more than once and from
-        inside the session's own tasks."""
+        inside the session's own tasks. `reason` is a short code (a metric label)."""
         if self._closing:
             if asyncio.current_task() not in self._tasks | self._readers:
                 await self._closed.wait()
             return
         self._closing = True
         self.close_reason = reason
+        SESSIONS_CLOSED.labels(reason).inc()
         log.info("session %s closing: %s", self.session_id, reason)
         try:
             await self._pc.close()
@@ -220,7 +237,7 @@ class PeerSession:
         state = self._pc.connectionState
         log.debug("session %s: connection %s", self.session_id, state)
         if state in ("failed", "closed") and not self._closing:
-            self._spawn(self.aclose(f"connection {state}"), "close")
+            self._spawn(self.aclose(f"connection_{state}"), "close")
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         converter = AudioConverter()
@@ -235,6 +252,7 @@ class PeerSession:
                 self.stats.audio_frames += 1
                 if samples.size and not self._closing:
                     self.stats.audio_samples += samples.size
+                    AUDIO_SECONDS.inc(samples.size / converter.rate)
                     if not self._call_sink(self.sink.on_audio, samples, now - started):
                         return
 
@@ -252,12 +270,14 @@ class PeerSession:
                     return
                 if not wanted:
                     self.stats.video_frames_dropped += 1
+                    VIDEO_FRAMES.labels("dropped").inc()
                     continue
                 assert isinstance(frame, av.VideoFrame)
                 rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
                 if self._closing:
                     return
                 self.stats.video_frames_delivered += 1
+                VIDEO_FRAMES.labels("delivered").inc()
                 if self._call_sink(self.sink.on_frame, rgb, media_time) is None:
                     return
 
@@ -273,7 +293,7 @@ class PeerSession:
             result = method(*args)
         except Exception:
             log.exception("session %s: sink.%s failed", self.session_id, method.__name__)
-            self._spawn(self.aclose("sink error"), "close")
+            self._spawn(self.aclose("sink_error"), "close")
             return None
         return True if result is None else result
 
@@ -284,7 +304,8 @@ class PeerSession:
             await asyncio.sleep(period)
             idle = time.monotonic() - self._last_media
             if idle >= timeout:
-                self._spawn(self.aclose(f"no media for {idle:.1f} s"), "close")
+                log.info("session %s: no media for %.1f s", self.session_id, idle)
+                self._spawn(self.aclose("inactivity"), "close")
                 return
 
 

@@ -10,6 +10,8 @@ Routes:
   `events_factory` given to `create_app` (stream/ itself knows nothing about Redis).
 - `GET /config` — `{"ice_servers": [...], "events": bool}` for the page.
 - `GET /healthz` — `{"status": "ok", "sessions": n, "max_sessions": m}`.
+- `GET /metrics` — Prometheus counters: sessions, offers by result, video frames delivered or
+  dropped, audio seconds, sessions closed by reason, events dropped for slow pages.
 
 A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
 client that lost its connection (aiortc has no ICE restart) can come back under the same id.
@@ -31,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc.sdp import SessionDescription
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from merclip.settings import Settings
 from stream.errors import (
@@ -71,6 +74,15 @@ SSE_KEEPALIVE_SECONDS = 15.0
 RETRY_AFTER_SECONDS = 5
 
 
+SESSIONS = Gauge("merclip_stream_sessions", "Live WebRTC sessions")
+OFFERS = Counter(
+    "merclip_stream_offers", "POST /offer results: accepted, or the error code", ["result"]
+)
+EVENTS_DROPPED = Counter(
+    "merclip_stream_events_dropped", "Events dropped because a page read them too slowly"
+)
+
+
 class SessionRegistry:
     """The live sessions of one server, bounded by `max_sessions`."""
 
@@ -105,10 +117,12 @@ class SessionRegistry:
     def add(self, session: PeerSession) -> None:
         self.check_capacity()
         self._sessions[session.session_id] = session
+        SESSIONS.inc()
 
     def remove(self, session: PeerSession) -> None:
         if self._sessions.get(session.session_id) is session:
             del self._sessions[session.session_id]
+            SESSIONS.dec()
 
     async def aclose_all(self, reason: str) -> None:
         sessions = self.sessions()
@@ -152,6 +166,11 @@ def create_app(
             {"status": "ok", "sessions": registry.count, "max_sessions": registry.max_sessions}
         )
 
+    async def metrics(request: web.Request) -> web.Response:
+        # Prometheus text format of this process's default registry (stream/ and anything else
+        # in the process that registers there).
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def config(request: web.Request) -> web.Response:
         # What the page needs to build its RTCPeerConnection like ours.
         return web.json_response(
@@ -165,6 +184,7 @@ def create_app(
             headers = {}
             if isinstance(exc, ServerFullError):
                 headers["Retry-After"] = str(exc.retry_after)
+            OFFERS.labels(exc.code).inc()
             log.info("offer refused (%s): %s", exc.code, exc.detail)
             return web.json_response(exc.to_json(), status=exc.status, headers=headers)
 
@@ -174,7 +194,7 @@ def create_app(
         old = registry.get(session_id)
         if old is not None:
             log.info("session %s reconnecting: replacing its old peer", session_id)
-            await old.aclose("replaced by a new connection")
+            await old.aclose("replaced")
         info = SessionInfo(
             session_id=session_id,
             started_wall=time.time(),
@@ -195,7 +215,7 @@ def create_app(
         try:
             answer = await session.answer(sdp)
         except BaseException:
-            await session.aclose("offer failed")
+            await session.aclose("offer_failed")
             raise
         log.info("session %s started (%d/%d)", session_id, registry.count, registry.max_sessions)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})
@@ -217,11 +237,12 @@ def create_app(
     async def on_shutdown(app: web.Application) -> None:
         for task in list(sse_tasks):
             task.cancel()
-        await registry.aclose_all("server shutting down")
+        await registry.aclose_all("shutdown")
 
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/config", config)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/offer", offer)
     app.router.add_get("/events/{session}", events)
     app.router.add_static("/static/", static, show_index=False)
@@ -356,11 +377,13 @@ async def _serve_events(
                 if queue.full():
                     queue.get_nowait()
                     dropped += 1
+                    EVENTS_DROPPED.inc()
                 queue.put_nowait(event)
         finally:
             if queue.full():
                 queue.get_nowait()
                 dropped += 1
+                EVENTS_DROPPED.inc()
             queue.put_nowait(None)
 
     pump_task = asyncio.create_task(pump(), name="sse-pump")

@@ -92,6 +92,14 @@ async def test_audio_only_and_video_only_sessions() -> None:
     assert video_sink.frames and not video_sink.audio
 
 
+def _metric(text: str, name: str) -> float:
+    """A sample's value from Prometheus text format (the registry is process-wide)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 def _offer_sdp_without_media() -> str:
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -190,6 +198,10 @@ async def test_max_sessions_answers_503_with_retry_after() -> None:
         assert info.value.body["error"] == "server_full"
         assert info.value.retry_after is not None and info.value.retry_after > 0
         async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/metrics") as r:
+                metrics = await r.text()
+            assert _metric(metrics, 'merclip_stream_offers_total{result="server_full"}') >= 1
+            assert _metric(metrics, "merclip_stream_sessions") >= 1
             async with http.post(f"{url}/offer", json={"sdp": "v=0\r\n", "type": "offer"}) as r:
                 # Validation comes first; a full server still says what is wrong with the body.
                 assert r.status == 400
@@ -221,7 +233,7 @@ async def test_inactivity_closes_a_session_without_media() -> None:
         pc, _ = await connect_peer(url, [SilentPausedTrack()])
         session = app[REGISTRY].sessions()[0]
         assert await wait_for(lambda: app[REGISTRY].count == 0, 4)
-        assert session.close_reason is not None and "no media" in session.close_reason
+        assert session.close_reason == "inactivity"
         assert sinks[0].closed == 1
         await pc.close()
 

@@ -30,13 +30,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from merclip.errors import MerClipError, SchemaError
 from merclip.settings import RedisSettings
@@ -166,7 +168,7 @@ class Bus:
         finally:
             await client.aclose()
 
-    async def _call(self, what: str, coro):  # type: ignore[no-untyped-def]
+    async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
         try:
             return await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -345,7 +347,7 @@ class Bus:
 
     async def dead_letter(self, entry: Delivery, reason: str) -> str:
         """Copy an entry to the dead-letter stream with the reason (the caller then acks it)."""
-        fields = {
+        fields: dict[FieldT, EncodableT] = {
             "m": entry.raw,
             "entry_id": entry.entry_id,
             "reason": reason,

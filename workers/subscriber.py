@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from merclip.settings import RedisSettings
 from workers.bus import Bus
@@ -54,7 +54,7 @@ async def subscribe(
     session: str | None = None,
     replay: int = 0,
     prefix: str = "merclip",
-) -> AsyncIterator[EmotionEvent]:
+) -> AsyncGenerator[EmotionEvent, None]:
     """Yield events of one session (or of all sessions when `session` is None).
 
     `replay` > 0 first yields up to that many of the most recent stored events, oldest first.

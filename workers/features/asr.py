@@ -15,9 +15,12 @@ Whisper at all (Whisper hallucinates "you" / "Thank you." on silence, and a call
 CPU because of its 30 s padding). faster-whisper's own VAD is off: this gate is the only one.
 
 Threads: one WhisperModel is shared by all extraction threads and calls are serialised by a lock.
-CTranslate2 would run concurrent calls in parallel only with num_workers > 1, each worker then
-needing its own share of the cores; on the 2-core target a second worker gave no throughput (see
-benchmarks/extract_stages.py, "asr threads"), so the simple lock is the default.
+CTranslate2 runs concurrent calls in parallel only with num_workers > 1, each worker then needing
+its own share of the cores. Measured on the 2-core machine (`python benchmarks/extract_stages.py
+--asr-threads`, ms per 4 s call, load average ~5 from other jobs, two runs): one thread + lock
+2416 / 1371, two threads + lock 1717 / 2086, two threads with num_workers=2 and one core each
+2172 / 2126. A second worker bought nothing measurable there, so the lock is the default; on a
+machine with many cores `cpu_threads` and more ingest processes are the knobs to turn.
 """
 
 from __future__ import annotations

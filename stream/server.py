@@ -329,12 +329,24 @@ def _check_sdp(sdp: str) -> None:
         raise BadOfferError(
             f"the SDP cannot be parsed: {type(exc).__name__}: {exc}", code="bad_sdp"
         ) from exc
-    kinds = {m.kind for m in parsed.media if m.port != 0 and m.direction != "inactive"}
+    active = [m for m in parsed.media if m.port != 0 and m.direction != "inactive"]
+    kinds = {m.kind for m in active}
     if not kinds & {"audio", "video"}:
         raise BadOfferError(
             "the offer has no audio or video section: add a microphone or camera track "
             f"(found: {sorted(kinds) or 'no media'})",
             code="no_media",
+        )
+    # Checked here, before a sink exists (aiortc would refuse missing ICE credentials later, and
+    # accept a missing DTLS fingerprint only to never connect).
+    if any(m.ice is None or not m.ice.usernameFragment or not m.ice.password for m in active):
+        raise BadOfferError(
+            "the offer has no ICE credentials (a=ice-ufrag / a=ice-pwd)", code="bad_sdp"
+        )
+    if any(m.dtls is None or not m.dtls.fingerprints for m in active):
+        raise BadOfferError(
+            "the offer has no DTLS fingerprint (a=fingerprint): WebRTC media needs DTLS-SRTP",
+            code="bad_sdp",
         )
 
 

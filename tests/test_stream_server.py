@@ -100,6 +100,10 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+def _without(sdp: str, prefix: str) -> str:
+    return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith(prefix))
+
+
 def _offer_sdp_without_media() -> str:
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -164,6 +168,18 @@ async def test_bad_offers_get_4xx_json_and_the_server_keeps_serving() -> None:
                     "application/json",
                     400,
                     "no_media",
+                ),
+                (
+                    json.dumps({"sdp": _without(good_sdp, "a=fingerprint"), "type": "offer"}),
+                    "application/json",
+                    400,
+                    "bad_sdp",
+                ),
+                (
+                    json.dumps({"sdp": _without(good_sdp, "a=ice-ufrag"), "type": "offer"}),
+                    "application/json",
+                    400,
+                    "bad_sdp",
                 ),
                 (json.dumps({"sdp": good_sdp, "type": "offer"}), "text/plain", 415, None),
                 (

@@ -216,8 +216,8 @@ def decode_clip(path: Path, video_fps: float, max_seconds: float = 30.0) -> RawW
 def read_labels(path: Path, video_ids: list[str]) -> dict[str, Label]:
     """Parse the labels CSV (format in the module docstring) into {video id: Label}."""
     stems: dict[str, list[str]] = {}
-    for vid in video_ids:
-        stems.setdefault(vid.rsplit("/", 1)[-1], []).append(vid)
+    for video_id in video_ids:
+        stems.setdefault(video_id.rsplit("/", 1)[-1], []).append(video_id)
     known = set(video_ids)
     out: dict[str, Label] = {}
     unmatched = 0
@@ -230,10 +230,10 @@ def read_labels(path: Path, video_ids: list[str]) -> dict[str, Label]:
         if emo_cols and len(emo_cols) != len(EMOTION_LABELS):
             missing = [c for c in EMOTION_LABELS if c not in header]
             raise DatasetError(f"{path}: emotion columns must be all six; missing {missing}")
-        for line, row in enumerate(reader, 2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        for line, raw_row in enumerate(reader, 2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
             rid = row["id"]
-            vid = rid if rid in known else _unique(stems.get(rid, []))
+            vid: str | None = rid if rid in known else _unique(stems.get(rid, []))
             if vid is None:
                 unmatched += 1
                 continue

@@ -66,7 +66,7 @@ def bundled_model_path() -> Path:
             "CTranslate2 directory"
         ) from exc
     getter = getattr(pkg, "get_model_path", None)
-    path = Path(getter()) if callable(getter) else Path(pkg.__file__).parent / "model"
+    path = Path(getter()) if callable(getter) else Path(str(pkg.__file__)).parent / "model"
     if not (path / "model.bin").is_file():
         raise ConfigError(f"asr.model = 'bundled': no model.bin in {path}; reinstall the package")
     return path

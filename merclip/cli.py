@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("workers.inference", "MER-CLIP inference worker (consumer group)"),
     "subscribe": ("workers.subscribe_command", "print events as JSON lines"),
     "stream-file": ("stream.file_client", "stream a media file to a server over WebRTC"),
+    "dashboard": ("workers.dashboard_command", "serve the monitoring dashboard for a shared Redis"),
+    "capture": ("stream.capture", "send the local camera and microphone to a server"),
     "extract": ("workers.extract", "extract live-space features from a folder of videos"),
     "train": ("merclip.training.train", "train MER-CLIP"),
     "evaluate": ("merclip.training.evaluate", "evaluate a checkpoint: JSON report + plots"),

@@ -8,12 +8,14 @@ Models are session-scoped: they are read-only after loading and thread-safe (see
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from media import SPEECH_TEXT, speech_wav
 
-from merclip.clip_backbone import ClipBackbone, load_clip
-from workers.features.asr import Transcriber
+if TYPE_CHECKING:  # imported lazily below: torch/open_clip stay out of every test's collection
+    from merclip.clip_backbone import ClipBackbone
+    from workers.features.asr import Transcriber
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +33,13 @@ def speech_path(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def bundled_whisper() -> Transcriber:
     """Real faster-whisper on the bundled tiny.en model (CPU, int8)."""
+    from workers.features.asr import Transcriber
+
     return Transcriber("bundled", compute_type="int8", language="en", beam_size=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip() -> ClipBackbone:
+    from merclip.clip_backbone import load_clip
+
     return load_clip("merclip-tiny-clip", "", "cpu")

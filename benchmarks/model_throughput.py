@@ -10,6 +10,10 @@ frames (100 ms log-mel frames). Weights are random (no pretrained CLIP, no check
 does not depend on the weight values.
 
     python benchmarks/model_throughput.py [--model merclip-b32-live] [--batch 1 32] [--threads N]
+
+On a busy machine compare --threads 1 with the default: measured on the shared 2-core dev box
+(load average 3-5), 2 intra-op threads ran the batch-1 step 25-60x slower than 1 thread
+(OpenMP workers spinning against other processes), while on an idle box 2 threads were faster.
 """
 
 from __future__ import annotations

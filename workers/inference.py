@@ -44,6 +44,7 @@ import numpy as np
 
 from merclip.errors import ConfigError
 from merclip.settings import Settings
+from workers import metrics
 from workers.bus import Bus, BusError, Delivery
 from workers.schemas import EmotionEvent, FeatureWindow, Latency, event_id_for
 
@@ -185,6 +186,7 @@ class InferenceWorker:
             )
             if deliveries:
                 self.claimed += len(deliveries)
+                metrics.INFER_CLAIMED.inc(len(deliveries))
                 log.info("claimed %d stale windows", len(deliveries))
         room = self.cfg.batch_size - len(deliveries)
         if room > 0:
@@ -197,6 +199,7 @@ class InferenceWorker:
     async def _dead(self, d: Delivery, reason: str, ack: list[str]) -> None:
         await self.bus.dead_letter(d, reason)
         self.dead_lettered += 1
+        metrics.INFER_DEAD_LETTERED.inc()
         ack.append(d.entry_id)
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
@@ -214,6 +217,7 @@ class InferenceWorker:
                 await self._dead(d, reason, ack)
             elif read_wall - fw.wall_end > self.cfg.deadline_seconds:
                 self.skipped += 1
+                metrics.INFER_SKIPPED.inc()
                 ack.append(d.entry_id)
                 log.debug("window %s:%d past its deadline: skipped", fw.session_id, fw.seq)
             else:
@@ -262,6 +266,7 @@ class InferenceWorker:
                 except Exception as one_exc:
                     results.append(one_exc)
         infer_ms = (time.perf_counter() - t0) * 1000.0
+        metrics.observe_batch(len(ready), infer_ms / 1000.0)
         done_wall = time.time()
         self.last_batch_size = len(ready)
         self.last_inference_ms = infer_ms
@@ -274,6 +279,7 @@ class InferenceWorker:
             r, result = ready[i], results[i]
             if isinstance(result, BaseException):
                 self.failed += 1
+                metrics.INFER_FAILURES.inc()
                 if r.delivery.deliveries >= self.cfg.max_deliveries:
                     await self._dead(r.delivery, f"inference failed: {result}", ack)
                 else:
@@ -282,7 +288,11 @@ class InferenceWorker:
             event = self._event(r, result, infer_ms, done_wall)
             if not await self.bus.write_event(event):
                 self.duplicates += 1
+                metrics.INFER_DUPLICATES.inc()
+            else:
+                metrics.observe_event(event)
             self.processed += 1
+            metrics.INFER_PROCESSED.inc()
             ack.append(r.delivery.entry_id)
         return ack
 
@@ -370,6 +380,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stats-every", type=float, default=30.0, help="log counters every N seconds (0: never)"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)"
+    )
 
 
 async def run_inference(
@@ -380,11 +399,15 @@ async def run_inference(
     consumer: str | None = None,
     stop: asyncio.Event | None = None,
     stats_every_s: float = 30.0,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",
 ) -> InferenceWorker:
     """Run one worker against `url` until `stop` is set (or SIGINT/SIGTERM when stop is None).
 
     Loads the model first (before joining the group), so a worker never takes windows it cannot
-    serve yet. Returns the stopped worker (its counters).
+    serve yet. Returns the stopped worker (its counters). With `metrics_port`, Prometheus
+    metrics (this worker's counters, and the lag gauges refreshed from Redis each second) are
+    served at http://metrics_host:metrics_port/metrics.
     """
     if predictor is None:
         from merclip.predictor import Predictor
@@ -403,7 +426,12 @@ async def run_inference(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    async with Bus.connect(url, settings.redis) as bus:
+    async with Bus.connect(url, settings.redis) as bus, contextlib.AsyncExitStack() as stack:
+        if metrics_port is not None:
+            from workers.monitor import Monitor
+
+            metrics.start_metrics_server(metrics_port, metrics_host)
+            await stack.enter_async_context(Monitor(bus, settings, count_events=False))
         async with InferenceWorker(settings, bus, predictor, consumer=consumer) as worker:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -426,6 +454,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch_size is not None:
         settings = settings.replace("inference", batch_size=args.batch_size)
     asyncio.run(
-        run_inference(settings, url, consumer=args.consumer, stats_every_s=args.stats_every)
+        run_inference(
+            settings,
+            url,
+            consumer=args.consumer,
+            stats_every_s=args.stats_every,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     )
     return 0

@@ -1,0 +1,225 @@
+"""Prometheus metrics of ingest and inference, on prometheus-client's default registry.
+
+The default registry is the one stream/ already uses (GET /metrics of `merclip serve` and
+`merclip ingest` renders it), so one scrape shows WebRTC, ingest, inference and Redis numbers.
+`merclip infer` serves the same registry with `--metrics-port` (`start_metrics_server`).
+
+Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposition):
+
+- ingest (read at scrape time from every `IngestCounters` this process created, see
+  `track_ingest`: ingest.py keeps plain ints, so it needs no Prometheus calls):
+  `merclip_ingest_sessions_active`, `merclip_ingest_sessions_started_total`,
+  `merclip_ingest_windows_cut_total`, `merclip_ingest_windows_published_total`,
+  `merclip_ingest_windows_dropped_total{reason=backlog|windowing|extraction_error|
+  publish_error}`
+- extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|clip_image|
+  clip_text|audio|queue}` (`observe_extraction`, `observe_event`)
+- inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
+  `..._skipped_total` (past the deadline), `..._dead_lettered_total`, `..._claimed_total`,
+  `merclip_inference_failures_total`, `merclip_inference_batch_seconds`,
+  `merclip_inference_batch_size`
+- end-to-end latency from the window's end: `merclip_event_latency_seconds{stage=
+  features_ready|inference_done|published}`
+- from Redis, refreshed by `workers.monitor.Monitor` about once a second:
+  `merclip_sessions_active` (sessions with an event in the last minute),
+  `merclip_inference_pending_windows` (delivered to the group, not acked),
+  `merclip_windows_stream_length` (entries in the work stream), `merclip_events_per_second`,
+  `merclip_redis_up`, `merclip_redis_ping_seconds`
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from workers.ingest import IngestCounters
+    from workers.schemas import EmotionEvent
+
+__all__ = [
+    "BATCH_SECONDS",
+    "BATCH_SIZE",
+    "EVENT_LATENCY",
+    "EVENTS_PER_SECOND",
+    "EXTRACTION_STAGES",
+    "INFER_CLAIMED",
+    "INFER_DEAD_LETTERED",
+    "INFER_DUPLICATES",
+    "INFER_FAILURES",
+    "INFER_PROCESSED",
+    "INFER_SKIPPED",
+    "PENDING_WINDOWS",
+    "REDIS_PING",
+    "REDIS_UP",
+    "SESSIONS_ACTIVE",
+    "STAGE_SECONDS",
+    "WINDOWS_STREAM_LENGTH",
+    "observe_batch",
+    "observe_event",
+    "observe_extraction",
+    "start_metrics_server",
+    "track_ingest",
+]
+
+log = logging.getLogger(__name__)
+
+# Latencies in a live service run from a few ms (one stage) to the 10 s inference deadline.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+EXTRACTION_STAGES = ("asr", "faces", "clip_image", "clip_text", "audio")
+
+STAGE_SECONDS = Histogram(
+    "merclip_stage_seconds",
+    "Time one window spends in a stage: extraction stages (asr, faces, clip_image, clip_text, "
+    "audio) in ingest; queue (features ready -> read by a worker) in inference",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+EVENT_LATENCY = Histogram(
+    "merclip_event_latency_seconds",
+    "Seconds from the window's end to: features_ready, inference_done, published",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+INFER_PROCESSED = Counter(
+    "merclip_inference_windows_processed", "Windows whose event was written (or already was)"
+)
+INFER_DUPLICATES = Counter(
+    "merclip_inference_windows_duplicates",
+    "Processed windows whose event an earlier delivery had already written",
+)
+INFER_SKIPPED = Counter(
+    "merclip_inference_windows_skipped", "Windows acked unprocessed: past inference.deadline"
+)
+INFER_DEAD_LETTERED = Counter(
+    "merclip_inference_windows_dead_lettered", "Windows moved to the dead-letter stream"
+)
+INFER_CLAIMED = Counter(
+    "merclip_inference_windows_claimed", "Windows taken over from idle consumers (XAUTOCLAIM)"
+)
+INFER_FAILURES = Counter(
+    "merclip_inference_failures", "Window inference attempts that raised (retried later)"
+)
+BATCH_SECONDS = Histogram(
+    "merclip_inference_batch_seconds",
+    "Wall time of one predictor call on a batch (including one-by-one retries)",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "merclip_inference_batch_size",
+    "Windows per predictor batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+SESSIONS_ACTIVE = Gauge(
+    "merclip_sessions_active", "Sessions with an event in the last minute (from Redis)"
+)
+PENDING_WINDOWS = Gauge(
+    "merclip_inference_pending_windows",
+    "Windows delivered to the consumer group and not yet acknowledged (inference lag)",
+)
+WINDOWS_STREAM_LENGTH = Gauge(
+    "merclip_windows_stream_length",
+    "Entries in the windows work stream: waiting for a worker or pending (inference lag)",
+)
+EVENTS_PER_SECOND = Gauge(
+    "merclip_events_per_second", "Events (windows inferred) per second over the last 10 s"
+)
+REDIS_UP = Gauge("merclip_redis_up", "1 when Redis answered the last PING, else 0")
+REDIS_PING = Gauge("merclip_redis_ping_seconds", "Round trip of the last PING to Redis")
+
+
+class _IngestCollector(Collector):
+    """Sums every tracked IngestCounters at scrape time.
+
+    The counters objects only ever grow, and are kept after their pipeline closes (a few ints
+    each), so the sums never go down while the process lives: valid Prometheus counters.
+    """
+
+    _DROPS = {
+        "backlog": "windows_dropped_backlog",
+        "windowing": "windows_dropped_windowing",
+        "extraction_error": "extraction_errors",
+        "publish_error": "publish_errors",
+    }
+
+    def __init__(self) -> None:
+        self._tracked: list[IngestCounters] = []
+        self._lock = threading.Lock()
+
+    def track(self, counters: IngestCounters) -> None:
+        with self._lock:
+            if not any(c is counters for c in self._tracked):
+                self._tracked.append(counters)
+
+    def _sum(self, field: str) -> int:
+        with self._lock:
+            return sum(int(getattr(c, field)) for c in self._tracked)
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "merclip_ingest_sessions_active",
+            "Sessions whose media this process is windowing now",
+            value=self._sum("sessions_active"),
+        )
+        simple = (
+            ("sessions_started", "Sessions started in this process"),
+            ("windows_cut", "Windows cut from the media streams"),
+            ("windows_published", "Windows whose features went to the work stream"),
+        )
+        for field, doc in simple:
+            yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))
+        drops = CounterMetricFamily(
+            "merclip_ingest_windows_dropped",
+            "Windows that never reached the work stream, by reason",
+            labels=["reason"],
+        )
+        for reason, field in self._DROPS.items():
+            drops.add_metric([reason], self._sum(field))
+        yield drops
+
+
+_INGEST = _IngestCollector()
+REGISTRY.register(_INGEST)
+
+
+def track_ingest(counters: IngestCounters) -> None:
+    """Export an ingest pipeline's counters (call once per IngestPipeline)."""
+    _INGEST.track(counters)
+
+
+def observe_extraction(stage_ms: Mapping[str, float]) -> None:
+    """Record a FeatureWindow's extraction times (FeatureWindow.stage_ms, milliseconds)."""
+    for stage in EXTRACTION_STAGES:
+        ms = stage_ms.get(stage)
+        if ms is not None:
+            STAGE_SECONDS.labels(stage).observe(max(0.0, float(ms)) / 1000.0)
+
+
+def observe_event(event: EmotionEvent) -> None:
+    """Record a written event's end-to-end latency and its queueing time."""
+    lat = event.latency
+    EVENT_LATENCY.labels("features_ready").observe(max(0.0, lat.features_ready_ms) / 1000.0)
+    EVENT_LATENCY.labels("inference_done").observe(max(0.0, lat.inference_done_ms) / 1000.0)
+    EVENT_LATENCY.labels("published").observe(max(0.0, lat.published_ms) / 1000.0)
+    queue_ms = event.stage_ms.get("queue")
+    if queue_ms is not None:
+        STAGE_SECONDS.labels("queue").observe(max(0.0, float(queue_ms)) / 1000.0)
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    BATCH_SECONDS.observe(seconds)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve the default registry at http://addr:port/metrics in a daemon thread (for `merclip
+    infer`, which has no HTTP server of its own). port 0 picks a free port; returns the port."""
+    server, _thread = start_http_server(port, addr=addr)
+    bound = int(server.server_port)
+    log.info("Prometheus metrics at http://%s:%d/metrics", addr, bound)
+    return bound

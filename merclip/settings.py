@@ -20,6 +20,7 @@ from merclip.errors import ConfigError
 
 __all__ = [
     "AsrSettings",
+    "AuthSettings",
     "ClipSettings",
     "InferenceSettings",
     "IngestSettings",
@@ -72,6 +73,8 @@ class IngestSettings:
     max_faces_per_window: int = 8
     max_pending_windows: int = 2
     extract_threads: int = 2
+    max_unsent_windows: int = 64
+    """Extracted windows held while Redis is unreachable; beyond it the oldest are dropped."""
 
     def validate(self) -> None:
         _check(self.window_seconds > 0, "ingest.window_seconds", "must be > 0")
@@ -84,6 +87,7 @@ class IngestSettings:
         _check(self.max_faces_per_window >= 1, "ingest.max_faces_per_window", "must be >= 1")
         _check(self.max_pending_windows >= 1, "ingest.max_pending_windows", "must be >= 1")
         _check(self.extract_threads >= 1, "ingest.extract_threads", "must be >= 1")
+        _check(self.max_unsent_windows >= 1, "ingest.max_unsent_windows", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,19 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    enabled: Literal["auto", "on", "off"] = "auto"
+    """auto: on whenever server.host is not a loopback address."""
+    secret: str = ""
+    """HMAC key for access tokens (>= 16 bytes); set it via MERCLIP_AUTH_SECRET, not the file."""
+    token_ttl_s: float = 3600.0
+    """Default lifetime of tokens minted with `python -m stream.auth issue`."""
+
+    def validate(self) -> None:
+        _check(self.token_ttl_s > 0, "auth.token_ttl_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     task: Literal["emotion", "sentiment"] = "emotion"
     query_word: str = ""
@@ -162,6 +179,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def replace(self, section: str, **values: Any) -> Settings:

@@ -10,6 +10,7 @@ from merclip.errors import MerClipError
 
 __all__ = [
     "BadOfferError",
+    "ForbiddenError",
     "OfferError",
     "PayloadTooLargeError",
     "ServerFullError",
@@ -40,6 +41,13 @@ class OfferError(StreamError):
 
 class BadOfferError(OfferError):
     """The offer body is malformed: bad JSON, missing or wrong fields, unusable SDP."""
+
+
+class ForbiddenError(OfferError):
+    """The access token does not grant this offer (another session)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class PayloadTooLargeError(OfferError):

@@ -123,11 +123,13 @@ async def connect_peer(
     options: Mapping[str, Any] | None = None,
     loopback: bool | None = None,
     ice_servers: tuple[str, ...] = (),
+    token: str | None = None,
 ) -> tuple[RTCPeerConnection, str]:
     """Offer `tracks` to the server at `url` (its base URL) and apply its answer.
 
     Returns the connected-to-be peer and the session id the server chose (or confirmed). The
-    caller closes the peer. Raises OfferRejectedError when the server refuses.
+    caller closes the peer. Raises OfferRejectedError when the server refuses. `token`: a
+    publisher access token (stream/auth.py) for servers that require one.
     """
     if loopback or (loopback is None and is_loopback_url(url)):
         use_loopback_candidates()
@@ -142,8 +144,9 @@ async def connect_peer(
             body["session_id"] = session_id
         if options:
             body["options"] = dict(options)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         async with aiohttp.ClientSession() as http:
-            async with http.post(url.rstrip("/") + "/offer", json=body) as resp:
+            async with http.post(url.rstrip("/") + "/offer", json=body, headers=headers) as resp:
                 reply = await resp.json(content_type=None)
                 if resp.status != 200:
                     retry = resp.headers.get("Retry-After", "")
@@ -163,6 +166,7 @@ async def stream_file(
     session_id: str | None = None,
     seconds: float | None = None,
     loopback: bool = False,
+    token: str | None = None,
 ) -> str:
     """Stream `path` to the server in real time until it ends (or for `seconds`); returns the
     session id. Raises StreamError when the server refuses or the connection fails."""
@@ -173,7 +177,9 @@ async def stream_file(
     tracks = [t for t in (audio, player.video) if t is not None]
     if not tracks:
         raise StreamError(f"{path}: no audio or video stream to send")
-    pc, sid = await connect_peer(url, tracks, session_id=session_id, loopback=loopback or None)
+    pc, sid = await connect_peer(
+        url, tracks, session_id=session_id, loopback=loopback or None, token=token
+    )
     ended = asyncio.Event()
     failed = asyncio.Event()
     remaining = len(tracks)

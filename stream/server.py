@@ -13,6 +13,15 @@ Routes:
 - `GET /metrics` — Prometheus counters: sessions, offers by result, video frames delivered or
   dropped, audio seconds, sessions closed by reason, events dropped for slow pages.
 
+Access control (stream/auth.py; on by default when the server binds beyond loopback): POST /offer
+needs a publisher token for the session it joins (a body without `session_id` joins the token's
+session), GET /events/{session} a token of that session (or a monitor token), and every path under
+/dashboard a monitor token for all sessions. The token travels as `Authorization: Bearer <token>`
+or `?token=<token>` (EventSource cannot set headers); a valid `?token=` on a /dashboard page also
+sets an HttpOnly cookie scoped to /dashboard so the page's own requests carry it. Refusals are 401
+(no or bad token) or 403 (a token for something else), JSON like every other error. /, /static,
+/config, /healthz and /metrics stay open (they hold no session data).
+
 A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
 client that lost its connection (aiortc has no ICE restart) can come back under the same id.
 """
@@ -36,8 +45,19 @@ from aiortc.sdp import SessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from merclip.settings import Settings
+from stream.auth import (
+    AuthError,
+    Claims,
+    auth_enabled,
+    can_monitor,
+    can_publish,
+    can_view,
+    check_secret,
+    verify_token,
+)
 from stream.errors import (
     BadOfferError,
+    ForbiddenError,
     OfferError,
     PayloadTooLargeError,
     ServerFullError,
@@ -52,11 +72,13 @@ from stream.peer import (
 )
 
 __all__ = [
+    "AUTH_CLAIMS",
     "EVENTS_QUEUE_SIZE",
     "REGISTRY",
     "EventsFactory",
     "SessionRegistry",
     "SinkFactory",
+    "access_middlewares",
     "create_app",
 ]
 
@@ -130,6 +152,83 @@ class SessionRegistry:
 
 
 REGISTRY = web.AppKey("merclip_sessions", SessionRegistry)
+AUTH_CLAIMS = web.RequestKey("merclip_auth_claims", Claims)
+"""request[AUTH_CLAIMS]: the verified token of the request (only when auth is on)."""
+TOKEN_COOKIE = "merclip_token"
+
+
+def _request_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    token = request.query.get("token", "")
+    if token:
+        return token
+    if request.method == "GET":  # cookies only for reads: a cross-site POST cannot ride on one
+        return request.cookies.get(TOKEN_COOKIE, "")
+    return ""
+
+
+def _auth_middleware(secret: str) -> Any:
+    """Checks tokens on /offer, /events/* and /dashboard* (see the module docstring)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        dashboard = path == "/dashboard" or path.startswith("/dashboard/")
+        events = path.startswith("/events/")
+        if not (dashboard or events or path == "/offer"):
+            return await handler(request)
+        token = _request_token(request)
+        if not token:
+            return _auth_error(401, "unauthorized", "this server needs an access token")
+        try:
+            claims = verify_token(secret, token)
+        except AuthError as exc:
+            return _auth_error(401, "unauthorized", str(exc))
+        if dashboard:
+            allowed = can_monitor(claims)
+        elif events:
+            allowed = can_view(claims, path[len("/events/") :])
+        else:  # /offer: the session is in the body, checked by the handler
+            allowed = claims.role == "publisher"
+        if not allowed:
+            return _error(
+                403,
+                "forbidden",
+                f"a {claims.role} token for {claims.session!r} does not grant this request",
+            )
+        request[AUTH_CLAIMS] = claims
+        response = await handler(request)
+        if dashboard and request.query.get("token") and not response.prepared:
+            ttl = max(0, claims.expires - int(time.time()))
+            response.set_cookie(
+                TOKEN_COOKIE,
+                token,
+                path="/dashboard",
+                max_age=ttl,
+                httponly=True,
+                samesite="Strict",
+            )
+        return response
+
+    return check
+
+
+def access_middlewares(settings: Settings) -> list[Any]:
+    """The token check for an aiohttp app serving /offer, /events/* or /dashboard* (empty when
+    auth is off). Raises ConfigError when auth is on without a usable secret."""
+    if not auth_enabled(settings):
+        return []
+    check_secret(settings.auth.secret)  # refuse to start with no (or a weak) secret
+    log.info("access tokens required on /offer, /events/* and /dashboard")
+    return [_auth_middleware(settings.auth.secret)]
+
+
+def _auth_error(status: int, code: str, detail: str) -> web.Response:
+    response = _error(status, code, detail)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="merclip"'
+    return response
 
 
 def create_app(
@@ -154,7 +253,9 @@ def create_app(
         use_loopback_candidates()
     static = static_dir or STATIC_DIR
     registry = SessionRegistry(server.max_sessions)
-    app = web.Application(client_max_size=server.max_body_bytes)
+    app = web.Application(
+        client_max_size=server.max_body_bytes, middlewares=access_middlewares(settings)
+    )
     app[REGISTRY] = registry
     sse_tasks: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
 
@@ -191,6 +292,14 @@ def create_app(
     async def _handle_offer(request: web.Request) -> web.Response:
         body = await _read_json(request, server.max_body_bytes)
         sdp, session_id, options = _parse_offer(body)
+        claims = request.get(AUTH_CLAIMS)
+        if claims is not None:
+            if isinstance(body, dict) and body.get("session_id") is None:
+                session_id = claims.session  # the token names the session to join
+            elif not can_publish(claims, session_id):
+                raise ForbiddenError(
+                    f"the token publishes to session {claims.session!r}, not {session_id!r}"
+                )
         old = registry.get(session_id)
         if old is not None:
             log.info("session %s reconnecting: replacing its old peer", session_id)

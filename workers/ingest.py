@@ -7,6 +7,11 @@ max_pending_windows); when extraction falls behind, the OLDEST pending window is
 counted, so latency stays bounded instead of growing. One extraction task per session takes windows
 in order and runs `WindowExtractor.extract` in a thread pool shared by all sessions of the process
 (settings.ingest.extract_threads), then publishes the features.
+
+Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in the
+same pool), so overlapping windows share that work and a window's end waits only for ASR and the
+text encoder. At most MAX_FRAME_JOBS frames per session are in flight; a frame beyond that is
+left to the window's own extraction (counted as deferred), so the pool's queue stays bounded.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from merclip.settings import Settings
 from stream.peer import MediaSink, SessionInfo
-from workers.features.extractor import WindowExtractor
+from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow, SessionWindower
 
@@ -38,6 +43,7 @@ Publish = Callable[[FeatureWindow], Awaitable[object]]
 # clock is this far past a window's end, the window is cut with whatever media arrived.
 STALL_GRACE_SECONDS = 0.5
 TICK_SECONDS = 0.25
+MAX_FRAME_JOBS = 4
 
 
 @dataclass
@@ -54,6 +60,9 @@ class IngestCounters:
     """Skipped by the windower because nobody popped them (should stay 0)."""
     extraction_errors: int = 0
     publish_errors: int = 0
+    frames_extracted_ahead: int = 0
+    frames_deferred: int = 0
+    """Frames left to window extraction because MAX_FRAME_JOBS were already in flight."""
 
 
 class IngestPipeline:
@@ -84,9 +93,17 @@ class IngestPipeline:
     def sessions(self) -> dict[str, SessionIngest]:
         return dict(self._sessions)
 
-    async def extract(self, raw: RawWindow, session_id: str) -> FeatureWindow:
+    async def extract(
+        self, raw: RawWindow, session_id: str, frames: dict[float, FrameFeature]
+    ) -> FeatureWindow:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.extractor.extract, raw, session_id)
+        return await loop.run_in_executor(
+            self._pool, self.extractor.extract, raw, session_id, frames
+        )
+
+    def frame_feature(self, rgb: np.ndarray) -> asyncio.Future[FrameFeature]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, self.extractor.frame_feature, rgb)
 
     def _forget(self, session: SessionIngest) -> None:
         self._sessions.pop(session.info.session_id, None)
@@ -109,6 +126,12 @@ class IngestPipeline:
         await self.aclose()
 
 
+def _consume_exception(fut: asyncio.Future[FrameFeature]) -> None:
+    """A frame job nobody awaits (its window was dropped) must not log 'never retrieved'."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class SessionIngest(MediaSink):
     """The MediaSink of one session: windowing on the loop, extraction in the pool."""
 
@@ -119,6 +142,7 @@ class SessionIngest(MediaSink):
         self.windower = SessionWindower(ingest.window_seconds, ingest.hop_seconds, ingest.video_fps)
         self.max_pending = ingest.max_pending_windows
         self._pending: deque[RawWindow] = deque()
+        self._frame_jobs: dict[float, asyncio.Future[FrameFeature]] = {}
         self._wake = asyncio.Event()
         self._closing = False
         self.windows_published = 0
@@ -140,6 +164,7 @@ class SessionIngest(MediaSink):
     def on_frame(self, rgb: np.ndarray, media_time: float) -> None:
         if not self._closing:
             self.windower.push_frame(rgb, media_time)
+            self._start_frame_job(rgb, media_time)
             self._collect()
 
     def on_close(self) -> None:
@@ -153,6 +178,34 @@ class SessionIngest(MediaSink):
 
     def _clock(self) -> float:
         return time.monotonic() - self.info.started_monotonic
+
+    def _start_frame_job(self, rgb: np.ndarray, media_time: float) -> None:
+        counters = self.pipeline.counters
+        in_flight = sum(1 for f in self._frame_jobs.values() if not f.done())
+        if in_flight >= MAX_FRAME_JOBS:
+            counters.frames_deferred += 1
+            return
+        job = self.pipeline.frame_feature(rgb)
+        job.add_done_callback(_consume_exception)
+        self._frame_jobs[media_time] = job
+        counters.frames_extracted_ahead += 1
+
+    async def _frame_features(self, raw: RawWindow) -> dict[float, FrameFeature]:
+        """Per-frame results for this window's frames (waiting for jobs still running); frames
+        no later window needs are forgotten."""
+        out: dict[float, FrameFeature] = {}
+        for ts, _ in raw.frames:
+            job = self._frame_jobs.get(ts)
+            if job is None:
+                continue
+            try:
+                out[ts] = await job
+            except Exception:
+                log.exception("session %s: frame features failed", self.info.session_id)
+        keep_from = raw.media_start + self.windower.hop
+        for ts in [t for t in self._frame_jobs if t < keep_from]:
+            del self._frame_jobs[ts]
+        return out
 
     def _collect(self, media_now: float | None = None) -> None:
         self._enqueue(self.windower.pop_ready(self.info.started_wall, media_now))
@@ -198,7 +251,7 @@ class SessionIngest(MediaSink):
         counters = self.pipeline.counters
         sid = self.info.session_id
         try:
-            fw = await self.pipeline.extract(raw, sid)
+            fw = await self.pipeline.extract(raw, sid, await self._frame_features(raw))
         except Exception:
             counters.extraction_errors += 1
             log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)

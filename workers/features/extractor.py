@@ -7,6 +7,10 @@ Stages and what they produce (float16 on the wire):
 - faces:      Haar on at most `ingest.max_faces_per_window` of the window's sampled frames (evenly
               spread when there are more), the largest face of each frame
 - clip_image: visual = clip.encode_images(crops) in one batch, (N_faces, D); None without faces
+
+Streaming ingest computes faces + CLIP per sampled frame as the frame arrives (`frame_feature`)
+and hands those to `extract(..., frame_features=...)`: overlapping windows then share the work of
+their common frames, and only ASR and text remain between a window's end and its features.
 - audio:      audio = log-mel rows (T_a, 64); None when silent or no audio
 
 Thread safety: the Transcriber serialises Whisper calls itself, FaceDetector keeps one cascade per
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,11 +36,20 @@ from workers.features.faces import FaceDetector
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow
 
-__all__ = ["STAGES", "WindowExtractor", "select_frames", "window_to_sample"]
+__all__ = ["STAGES", "FrameFeature", "WindowExtractor", "select_frames", "window_to_sample"]
 
 log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("asr", "faces", "clip_image", "clip_text", "audio")
+
+
+@dataclass(frozen=True)
+class FrameFeature:
+    """Visual features of one sampled frame: the largest face's CLIP embedding, or None."""
+
+    embedding: np.ndarray | None  # (D,) float32
+    faces_ms: float
+    clip_ms: float
 
 
 def select_frames(
@@ -72,8 +87,27 @@ class WindowExtractor:
         clip = load_clip(settings.clip.model, settings.clip.pretrained, device)
         return cls(settings, clip, Transcriber.from_settings(settings.asr, device=device))
 
-    def extract(self, raw: RawWindow, session_id: str) -> FeatureWindow:
+    def frame_feature(self, rgb: np.ndarray) -> FrameFeature:
+        """Faces + CLIP for one frame (the largest face), for per-frame streaming extraction."""
+        t = time.perf_counter()
+        crops = self.faces.crops(rgb, max_faces=1)
+        faces_ms = _ms(t)
+        if not crops:
+            return FrameFeature(None, faces_ms, 0.0)
+        t = time.perf_counter()
+        emb = self.clip.encode_images(crops)[0].cpu().numpy()
+        return FrameFeature(emb, faces_ms, _ms(t))
+
+    def extract(
+        self,
+        raw: RawWindow,
+        session_id: str,
+        frame_features: Mapping[float, FrameFeature] | None = None,
+    ) -> FeatureWindow:
+        """Features of one window. `frame_features` (by frame media time) are reused instead of
+        running faces + CLIP again on frames already processed."""
         stage_ms: dict[str, float] = {}
+        known = frame_features or {}
 
         t = time.perf_counter()
         if self.asr is not None:
@@ -91,17 +125,32 @@ class WindowExtractor:
         stage_ms["clip_text"] = _ms(t)
 
         t = time.perf_counter()
+        selected = select_frames(raw.frames, self.max_faces)
+        pending: list[int] = []
+        rows: list[np.ndarray | None] = []  # per selected frame, in time order
         crops: list[np.ndarray] = []
-        for _, rgb in select_frames(raw.frames, self.max_faces):
+        for ts, rgb in selected:
+            if ts in known:
+                rows.append(known[ts].embedding)
+                continue
             found = self.faces.crops(rgb, max_faces=1)  # the largest face of this frame
-            crops.extend(found)
+            if found:
+                crops.append(found[0])
+                pending.append(len(rows))
+                rows.append(None)  # filled from the CLIP batch below, in order
         stage_ms["faces"] = _ms(t)
 
         t = time.perf_counter()
-        visual = None
         if crops:
-            visual = self.clip.encode_images(crops).cpu().numpy().astype(np.float16)
+            for i, emb in zip(pending, self.clip.encode_images(crops).cpu().numpy(), strict=True):
+                rows[i] = emb
+        present = [r for r in rows if r is not None]
+        visual = np.stack(present).astype(np.float16) if present else None
         stage_ms["clip_image"] = _ms(t)
+        ahead = [known[ts] for ts, _ in selected if ts in known]
+        if ahead:
+            # Per-frame work done before the window ended (not on the latency path).
+            stage_ms["frames_ahead"] = round(sum(f.faces_ms + f.clip_ms for f in ahead), 3)
 
         t = time.perf_counter()
         mel = log_mel_features(raw.audio)

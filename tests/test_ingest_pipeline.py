@@ -1,0 +1,134 @@
+"""The ingest pipeline between the WebRTC readers and Redis, driven through its MediaSink the way
+stream/peer.py drives it: real windowing, real faster-whisper, real (test-size) CLIP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
+
+from merclip.clip_backbone import ClipBackbone
+from merclip.settings import Settings
+from stream.peer import SessionInfo
+from workers.features.asr import Transcriber
+from workers.features.extractor import WindowExtractor
+from workers.ingest import IngestPipeline
+from workers.schemas import FeatureWindow, decode, encode
+
+pytestmark = pytest.mark.slow
+
+
+def _settings(**ingest: object) -> Settings:
+    base = {"window_seconds": 2.0, "hop_seconds": 1.0, "video_fps": 2.0}
+    return Settings().replace("ingest", **{**base, **ingest})
+
+
+async def _feed(sink, audio: np.ndarray, seconds: float, fps: int = 10) -> None:  # type: ignore[no-untyped-def]
+    """Push 20 ms audio chunks and `fps` video frames in media time, faster than real time."""
+    chunk = 320
+    t = 0.0
+    frame_i = 0
+    next_frame = 0.0
+    while t < seconds:
+        i = int(t * 16000)
+        sink.on_audio(audio[i : i + chunk], t + chunk / 16000)
+        if t >= next_frame:
+            if sink.wants_frame(t):
+                sink.on_frame(face_frame(frame_i, fps, (320, 240), True), t)
+            frame_i += 1
+            next_frame += 1 / fps
+        t += chunk / 16000
+        await asyncio.sleep(0)
+
+
+def _info(session: str, media_seconds: float) -> SessionInfo:
+    # Media zero in the past, so the session clock agrees with the pushed media time.
+    return SessionInfo(session, time.time() - media_seconds, time.monotonic() - media_seconds)
+
+
+async def test_windows_carry_speech_faces_and_reuse_frame_features(
+    media_dir: Path, tiny_clip: ClipBackbone, bundled_whisper: Transcriber
+) -> None:
+    speech = read_wav_16k(speech_wav(media_dir, SPEECH_TEXT))
+    audio = np.concatenate([speech, np.zeros(16000, np.float32)])
+    seconds = audio.size / 16000
+    settings = _settings(window_seconds=3.0, hop_seconds=1.5)
+    extractor = WindowExtractor(settings, tiny_clip, bundled_whisper)
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(decode(encode(fw)))  # what really crosses Redis
+
+    async with IngestPipeline(settings, extractor, publish) as pipeline:
+        sink = pipeline.sink_factory(_info("ingest-1", seconds))
+        await _feed(sink, audio, seconds)
+        sink.on_close()
+        await sink.wait_done()
+
+    assert [fw.seq for fw in published] == list(range(len(published)))
+    assert len(published) >= 2
+    words = " ".join(fw.transcript for fw in published).lower()
+    assert "hello" in words and "test" in words
+    assert all(fw.face_present for fw in published)
+    for fw in published:
+        assert fw.visual is not None and fw.visual.shape[1] == tiny_clip.embed_dim
+        assert fw.wall_end - fw.wall_start == pytest.approx(fw.media_end - fw.media_start)
+    # Frames were encoded as they arrived and reused, not encoded again per window.
+    assert pipeline.counters.frames_extracted_ahead > 0
+    assert any("frames_ahead" in fw.stage_ms for fw in published)
+    assert pipeline.counters.windows_published == len(published)
+
+
+async def test_frame_features_computed_ahead_equal_window_extraction(
+    tiny_clip: ClipBackbone,
+) -> None:
+    from workers.windowing import RawWindow
+
+    settings = _settings()
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    frames = [(0.5 * i, face_frame(i, 2, (320, 240), True)) for i in range(4)]
+    raw = RawWindow(0, 0.0, 2.0, 0.0, 2.0, None, frames)
+    direct = extractor.extract(raw, "s")
+    ahead = {ts: extractor.frame_feature(rgb) for ts, rgb in frames}
+    reused = extractor.extract(raw, "s", ahead)
+    assert direct.visual is not None and reused.visual is not None
+    np.testing.assert_allclose(
+        reused.visual.astype(np.float32), direct.visual.astype(np.float32), atol=2e-2
+    )
+    assert reused.stage_ms["faces"] < direct.stage_ms["faces"]
+
+
+async def test_slow_extraction_drops_oldest_windows_and_counts_them(
+    tiny_clip: ClipBackbone,
+) -> None:
+    settings = _settings(max_pending_windows=1, window_seconds=1.0, hop_seconds=0.5)
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    gate = asyncio.Event()
+    published: list[FeatureWindow] = []
+
+    async def slow_publish(fw: FeatureWindow) -> None:
+        await gate.wait()  # Redis (or the extractor) far behind the stream
+        published.append(fw)
+
+    noise = (0.05 * np.random.default_rng(0).standard_normal(16000 * 6)).astype(np.float32)
+    async with IngestPipeline(settings, extractor, slow_publish) as pipeline:
+        sink = pipeline.sink_factory(_info("ingest-slow", 6.0))
+        await _feed(sink, noise, 6.0)
+        await asyncio.sleep(0.5)
+        cut = pipeline.counters.windows_cut
+        dropped = pipeline.counters.windows_dropped_backlog
+        gate.set()
+        sink.on_close()
+        await sink.wait_done()
+
+    assert cut >= 10
+    # Bounded: at most one window in extraction and one pending; the rest were dropped, oldest
+    # first, and counted.
+    assert dropped >= cut - 3
+    seqs = [fw.seq for fw in published]
+    assert seqs == sorted(seqs)
+    assert seqs[-1] == pipeline.counters.windows_cut - 1  # the newest window survives

@@ -22,6 +22,13 @@ succeeds XADDs the event and PUBLISHes it on both channels. The script runs atom
 worker that dies at any point either wrote (and published) the event or did not; a redelivery
 then either finds the `seen` key (nothing written, `write_event` returns False) or writes it.
 The `seen` key and the stream share the session's hash slot, so this also works on Cluster.
+
+Outages: every call fails fast (two quick client retries, under a second) with BusError instead
+of hanging, and the callers retry with `Backoff` (ingest keeps a bounded buffer of unsent windows,
+the inference worker waits and reads again). redis-py reconnects on the next call by itself. The
+bus logs ONE warning when Redis becomes unreachable and one line when it answers again, however
+many calls fail in between (`Bus.available`, `Bus.outages`). After a restart without persistence
+the consumer group is gone: reading or claiming recreates it (from the start of the stream).
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,7 +55,7 @@ from merclip.errors import MerClipError, SchemaError
 from merclip.settings import RedisSettings
 from workers.schemas import EmotionEvent, FeatureWindow, decode, encode
 
-__all__ = ["Bus", "BusError", "Delivery", "Keys"]
+__all__ = ["Backoff", "Bus", "BusError", "Delivery", "Keys"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,27 @@ return false
 
 class BusError(MerClipError):
     """Redis is unreachable or answered with an error; the message says which server."""
+
+
+class Backoff:
+    """Exponential backoff for retry loops: initial, 2x initial, ... capped at `maximum`, with
+    +-25 % jitter so that many clients do not reconnect in lockstep. `reset()` after a success."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 5.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempts = 0
+
+    def next(self) -> float:
+        delay = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 30))
+        self.attempts += 1
+        return delay * random.uniform(0.75, 1.25)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next())
 
 
 @dataclass(frozen=True)
@@ -120,6 +152,22 @@ class Delivery:
     """Why `raw` could not be decoded into a FeatureWindow (then `message` is None)."""
 
 
+def _redact(url: str) -> str:
+    """The URL without its password (URLs go into logs and error messages)."""
+    if not url:
+        return "?"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def _no_group(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -140,6 +188,10 @@ class Bus:
         self.url = url
         self.dedup_ttl_s = dedup_ttl_s
         self._write_event = client.register_script(_WRITE_EVENT_LUA)
+        self.available = True
+        """False from the first failed call of an outage until a call succeeds again."""
+        self.outages = 0
+        self._down_since = 0.0
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -156,8 +208,13 @@ class Bus:
             raise BusError("no Redis URL given: set redis.url, MERCLIP_REDIS_URL or --redis-url")
         settings = settings or RedisSettings()
         try:
+            # Few, quick client retries: an outage surfaces as BusError within a second and
+            # the caller's Backoff paces reconnection (redis-py's default retries for ~10 s).
             client = aioredis.from_url(
-                url, decode_responses=False, socket_connect_timeout=connect_timeout
+                url,
+                decode_responses=False,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 2),
             )
         except ValueError as exc:
             raise BusError(f"bad Redis URL {url!r}: {exc}") from exc
@@ -170,12 +227,26 @@ class Bus:
 
     async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
         try:
-            return await coro
+            result = await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BusError(
-                f"cannot reach Redis at {self.url or '?'} ({what}): {exc}; is the server "
+            error = BusError(
+                f"cannot reach Redis at {_redact(self.url)} ({what}): {exc}; is the server "
                 "running? (start redis-server, or fix redis.url / --redis-url)"
-            ) from exc
+            )
+            if self.available:  # once per outage, not once per failed call
+                self.available = False
+                self.outages += 1
+                self._down_since = time.monotonic()
+                log.warning("%s; retrying with backoff", error)
+            raise error from exc
+        if not self.available:
+            self.available = True
+            log.warning(
+                "Redis at %s answers again after %.1f s",
+                _redact(self.url),
+                time.monotonic() - self._down_since,
+            )
+        return result
 
     async def ping(self) -> float:
         """Round trip to the server in milliseconds; BusError when it does not answer."""
@@ -222,6 +293,12 @@ class Bus:
                 return False
             raise BusError(f"XGROUP CREATE {self.keys.windows} {group}: {exc}") from exc
 
+    async def _recreate_group(self, group: str) -> None:
+        # Redis lost the group (restarted without persistence, or someone deleted the stream):
+        # recreate it from the start so windows queued since the restart are still served.
+        if await self.ensure_group(group):
+            log.warning("consumer group %s on %s was missing: recreated", group, self.keys.windows)
+
     def _delivery(self, entry_id: bytes | str, fields: dict | None, deliveries: int) -> Delivery:
         eid = _s(entry_id)
         if not fields:
@@ -246,16 +323,22 @@ class Bus:
         block_ms > 0 waits up to that long for the first entry; 0 returns at once (unlike Redis,
         where BLOCK 0 waits forever: a worker must wake up to claim stale entries).
         """
-        reply = await self._call(
-            "XREADGROUP",
-            self._r.xreadgroup(
-                group,
-                consumer,
-                {self.keys.windows: ">"},
-                count=count,
-                block=block_ms if block_ms > 0 else None,
-            ),
-        )
+        try:
+            reply = await self._call(
+                "XREADGROUP",
+                self._r.xreadgroup(
+                    group,
+                    consumer,
+                    {self.keys.windows: ">"},
+                    count=count,
+                    block=block_ms if block_ms > 0 else None,
+                ),
+            )
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise BusError(f"XREADGROUP {self.keys.windows} {group}: {exc}") from exc
+            await self._recreate_group(group)
+            return []
         out: list[Delivery] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -273,17 +356,23 @@ class Bus:
         trimmed_unknown = False
         cursor: bytes | str = "0-0"
         while len(claimed) < count:
-            reply = await self._call(
-                "XAUTOCLAIM",
-                self._r.xautoclaim(
-                    self.keys.windows,
-                    group,
-                    consumer,
-                    min_idle_ms,
-                    start_id=cursor,
-                    count=count - len(claimed),
-                ),
-            )
+            try:
+                reply = await self._call(
+                    "XAUTOCLAIM",
+                    self._r.xautoclaim(
+                        self.keys.windows,
+                        group,
+                        consumer,
+                        min_idle_ms,
+                        start_id=cursor,
+                        count=count - len(claimed),
+                    ),
+                )
+            except ResponseError as exc:
+                if not _no_group(exc):
+                    raise BusError(f"XAUTOCLAIM {self.keys.windows} {group}: {exc}") from exc
+                await self._recreate_group(group)
+                return []
             cursor, entries = reply[0], reply[1]
             for e in entries:
                 if e is None or e[0] is None:
@@ -342,7 +431,12 @@ class Bus:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.xack(self.keys.windows, group, *ids)
             pipe.xdel(self.keys.windows, *ids)
-            acked, _ = await self._call("XACK", pipe.execute())
+            try:
+                acked, _ = await self._call("XACK", pipe.execute())
+            except ResponseError as exc:
+                if not _no_group(exc):
+                    raise BusError(f"XACK {self.keys.windows} {group}: {exc}") from exc
+                return 0  # the group (and these windows) went with a Redis restart
         return int(acked)
 
     async def dead_letter(self, entry: Delivery, reason: str) -> str:

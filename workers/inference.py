@@ -45,7 +45,7 @@ import numpy as np
 from merclip.errors import ConfigError
 from merclip.settings import Settings
 from workers import metrics
-from workers.bus import Bus, BusError, Delivery
+from workers.bus import Backoff, Bus, BusError, Delivery
 from workers.schemas import EmotionEvent, FeatureWindow, Latency, event_id_for
 
 if TYPE_CHECKING:  # torch, open_clip, faster-whisper: imported when a worker is built, so
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _MAX_SMOOTHING_SESSIONS = 10_000
 _ERROR_BACKOFF_S = 1.0
+_MAX_RECONNECT_DELAY_S = 2.0
 
 
 @dataclass
@@ -82,7 +83,8 @@ class InferenceWorker:
     Counters (plain attributes): processed (events written or found already written),
     duplicates (of those, already written by an earlier delivery), skipped (past the deadline),
     dead_lettered, failed (attempts that raised; the window is retried), claimed (taken over
-    from other consumers), batches (predictor calls on a batch).
+    from other consumers), batches (predictor calls on a batch), redis_errors (cycles that
+    failed because Redis was unreachable; retried with backoff).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class InferenceWorker:
         self.failed = 0
         self.claimed = 0
         self.batches = 0
+        self.redis_errors = 0
         self.last_batch_size = 0
         self.last_inference_ms = 0.0
         self._smooth: OrderedDict[str, _Smoothed] = OrderedDict()
@@ -160,14 +163,19 @@ class InferenceWorker:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
+        backoff = Backoff(initial=0.1, maximum=_MAX_RECONNECT_DELAY_S)
         while not self._stopping:
             try:
                 await self.step()
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except BusError as exc:
-                log.error("inference worker %s: %s; retrying", self.consumer, exc)
-                await asyncio.sleep(_ERROR_BACKOFF_S)
+                # Redis is down: the bus logs the outage once; pace the retries. Windows in hand
+                # stay pending and are claimed again (their events are idempotent) once it is up.
+                self.redis_errors += 1
+                log.debug("inference worker %s: %s; retrying", self.consumer, exc)
+                await backoff.sleep()
             except Exception:
                 log.exception("inference worker %s: unexpected error; going on", self.consumer)
                 await asyncio.sleep(_ERROR_BACKOFF_S)
@@ -365,6 +373,7 @@ class InferenceWorker:
             "failed": self.failed,
             "claimed": self.claimed,
             "batches": self.batches,
+            "redis_errors": self.redis_errors,
             "last_batch_size": self.last_batch_size,
             "last_inference_ms": round(self.last_inference_ms, 3),
         }

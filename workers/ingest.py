@@ -8,6 +8,11 @@ counted, so latency stays bounded instead of growing. One extraction task per se
 in order and runs `WindowExtractor.extract` in a thread pool shared by all sessions of the process
 (settings.ingest.extract_threads), then publishes the features.
 
+While Redis is unreachable, extracted windows wait in ONE bounded buffer per process
+(settings.ingest.max_unsent_windows, oldest dropped and counted when full) and a sender task
+retries with backoff, in order; sessions go on streaming and windowing meanwhile, so a Redis restart
+costs at most the windows that did not fit (and those the inference deadline then skips).
+
 Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in the
 same pool), so overlapping windows share that work and a window's end waits only for ASR and the
 text encoder. At most MAX_FRAME_JOBS frames per session are in flight; a frame beyond that is
@@ -29,6 +34,7 @@ import numpy as np
 
 from merclip.settings import Settings
 from stream.peer import MediaSink, SessionInfo
+from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow, SessionWindower
@@ -43,6 +49,8 @@ Publish = Callable[[FeatureWindow], Awaitable[object]]
 # clock is this far past a window's end, the window is cut with whatever media arrived.
 STALL_GRACE_SECONDS = 0.5
 TICK_SECONDS = 0.25
+UNSENT_FLUSH_SECONDS = 5.0
+"""On close, how long to keep trying to send windows held during a Redis outage."""
 MAX_FRAME_JOBS = 4
 
 
@@ -60,6 +68,11 @@ class IngestCounters:
     """Skipped by the windower because nobody popped them (should stay 0)."""
     extraction_errors: int = 0
     publish_errors: int = 0
+    windows_unsent: int = 0
+    """Windows waiting in the unsent buffer now (Redis unreachable)."""
+    windows_dropped_unsent: int = 0
+    """Dropped because the unsent buffer was full during a Redis outage (oldest first)."""
+    publish_retries: int = 0
     frames_extracted_ahead: int = 0
     frames_deferred: int = 0
     """Frames left to window extraction because MAX_FRAME_JOBS were already in flight."""
@@ -78,6 +91,10 @@ class IngestPipeline:
         )
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
+        self.max_unsent = settings.ingest.max_unsent_windows
+        self._unsent: deque[tuple[FeatureWindow, SessionIngest]] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._dropping = False
 
     def sink_factory(self, info: SessionInfo) -> SessionIngest:
         """Called by the WebRTC server for each new session (on the event loop)."""
@@ -105,6 +122,76 @@ class IngestPipeline:
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._pool, self.extractor.frame_feature, rgb)
 
+    async def send(self, fw: FeatureWindow, session: SessionIngest) -> bool:
+        """Publish `fw` now (True), or keep it for the sender when Redis is unreachable or older
+        windows still wait (False). Errors other than an unreachable Redis propagate."""
+        if not self._unsent:
+            try:
+                await self.publish(fw)
+                return True
+            except BusError:
+                pass  # the bus has logged the outage
+        self._keep(fw, session)
+        return False
+
+    def _keep(self, fw: FeatureWindow, session: SessionIngest) -> None:
+        counters = self.counters
+        self._unsent.append((fw, session))
+        while len(self._unsent) > self.max_unsent:
+            old, _ = self._unsent.popleft()
+            if not self._dropping:  # once per outage
+                log.warning(
+                    "Redis unreachable and %d windows unsent: dropping the oldest (%s:%d)",
+                    self.max_unsent,
+                    old.session_id,
+                    old.seq,
+                )
+            self._dropping = True
+            counters.windows_dropped_unsent += 1
+        counters.windows_unsent = len(self._unsent)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_unsent(), name="ingest-unsent"
+            )
+
+    async def _send_unsent(self) -> None:
+        """Send the buffered windows in order, retrying with backoff until Redis answers."""
+        backoff = Backoff(initial=0.1, maximum=2.0)
+        counters = self.counters
+        while self._unsent:
+            fw, session = self._unsent[0]
+            try:
+                await self.publish(fw)
+            except BusError:
+                counters.publish_retries += 1
+                await backoff.sleep()
+                continue
+            except Exception:
+                counters.publish_errors += 1
+                log.exception("publishing buffered window %s:%d failed", fw.session_id, fw.seq)
+            else:
+                session.windows_published += 1
+                counters.windows_published += 1
+                backoff.reset()
+            if self._unsent and self._unsent[0][0] is fw:
+                self._unsent.popleft()
+            counters.windows_unsent = len(self._unsent)
+        if self._dropping:
+            log.warning(
+                "unsent windows flushed (%d dropped in all)", counters.windows_dropped_unsent
+            )
+        self._dropping = False
+
+    async def _flush_unsent(self, timeout: float) -> None:
+        if self._sender is not None and not self._sender.done():
+            done, _ = await asyncio.wait({self._sender}, timeout=timeout)
+            if not done:
+                self._sender.cancel()
+                log.warning("closing with %d windows unsent (Redis unreachable)", len(self._unsent))
+                self.counters.windows_dropped_unsent += len(self._unsent)
+                self._unsent.clear()
+                self.counters.windows_unsent = 0
+
     def _forget(self, session: SessionIngest) -> None:
         self._sessions.pop(session.info.session_id, None)
         self.counters.sessions_active = len(self._sessions)
@@ -117,6 +204,7 @@ class IngestPipeline:
         await asyncio.gather(
             *(s.wait_done() for s in list(self._sessions.values())), return_exceptions=True
         )
+        await self._flush_unsent(UNSENT_FLUSH_SECONDS)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> IngestPipeline:
@@ -257,7 +345,8 @@ class SessionIngest(MediaSink):
             log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)
             return
         try:
-            await self.pipeline.publish(fw)
+            if not await self.pipeline.send(fw, self):
+                return  # held until Redis answers; counted as published when sent
         except Exception:
             counters.publish_errors += 1
             log.exception("session %s: publishing window %d failed", sid, raw.seq)

@@ -225,7 +225,10 @@ class Bus:
         finally:
             await client.aclose()
 
-    async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
+    async def _call(self, what: str, coro: Awaitable[Any], *, proves_up: bool = True) -> Any:
+        """Await a Redis call; connection failures become BusError and mark an outage.
+        `proves_up=False`: the call can return without reaching the server (a pub/sub poll
+        on a lost connection), so its success does not end an outage."""
         try:
             result = await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -239,7 +242,7 @@ class Bus:
                 self._down_since = time.monotonic()
                 log.warning("%s; retrying with backoff", error)
             raise error from exc
-        if not self.available:
+        if not self.available and proves_up:
             self.available = True
             log.warning(
                 "Redis at %s answers again after %.1f s",
@@ -572,7 +575,9 @@ class Bus:
 
             async def feed() -> AsyncIterator[EmotionEvent]:
                 while True:
-                    msg = await self._call("pub/sub", pubsub.get_message(timeout=poll_s))
+                    msg = await self._call(
+                        "pub/sub", pubsub.get_message(timeout=poll_s), proves_up=False
+                    )
                     if msg is None or msg.get("type") != "message":
                         continue
                     try:

@@ -90,8 +90,11 @@ class EmbeddedRedis:
         start_timeout: float = 10.0,
         executable: str | None = None,
         extra_args: tuple[str, ...] = (),
+        port: int = 0,
     ) -> None:
+        """`port`: a fixed TCP port (0: a free one), e.g. to restart a server where it was."""
         self.unix_socket = unix_socket
+        self.fixed_port = port
         self.start_timeout = start_timeout
         self.executable = executable
         self.extra_args = extra_args
@@ -131,7 +134,7 @@ class EmbeddedRedis:
             args += ["--port", "0", "--unixsocket", self._socket_path, "--unixsocketperm", "700"]
             self.url = f"unix://{self._socket_path}"
         else:
-            self.port = _free_port()
+            self.port = self.fixed_port or _free_port()
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{self.port}/0"
         args += list(self.extra_args)

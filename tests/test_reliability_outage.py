@@ -1,0 +1,132 @@
+"""Redis outage: a live WebRTC session keeps streaming while its Redis server is stopped and
+restarted on the same port. Ingest holds what it cannot send in a bounded, counted buffer; ingest
+and inference reconnect with backoff and log the outage once; events flow again afterwards.
+
+Everything is real: aiortc client, LiveService (faster-whisper tiny.en, test-size CLIP and
+MER-CLIP), and a redis-server process that is really killed and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import pytest
+from media import SPEECH_TEXT, face_video
+
+from merclip.settings import Settings
+from stream.file_client import stream_file
+from stream.server import REGISTRY
+from workers.bus import Backoff, Bus, BusError
+from workers.redis_server import EmbeddedRedis
+from workers.service import LiveService
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+MAX_UNSENT = 2
+
+
+def outage_settings(url: str) -> Settings:
+    s = Settings()
+    s = s.replace("server", host="127.0.0.1", port=0)
+    s = s.replace("model", name="merclip-tiny-live")
+    s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("redis", url=url)
+    # Non-overlapping 2 s windows: one window every 2 s, little ASR work on the busy test box.
+    s = s.replace("ingest", window_seconds=2.0, hop_seconds=2.0, max_unsent_windows=MAX_UNSENT)
+    return s.replace("inference", claim_idle_ms=500, deadline_seconds=120.0, block_ms=100)
+
+
+async def _event_seqs(url: str, settings: Settings, session: str) -> list[int]:
+    """The session's stored events, or [] while Redis is unreachable (a fresh connection each
+    time: the test's own client must not depend on the code under test reconnecting)."""
+    try:
+        async with Bus.connect(url, settings.redis, connect_timeout=0.5) as bus:
+            return [e.seq for e in await bus.events(session, 100)]
+    except BusError:
+        return []
+
+
+async def _until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
+    b = Backoff(initial=0.1, maximum=1.0)
+    delays = [b.next() for _ in range(8)]
+    assert 0.075 <= delays[0] <= 0.125
+    assert all(d <= 1.25 for d in delays) and delays[-1] >= 0.75
+    b.reset()
+    assert b.next() <= 0.125
+
+
+async def test_sessions_survive_a_redis_restart(
+    media_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.bus")
+    video = face_video(media_dir, SPEECH_TEXT, seconds=40.0)
+    first = EmbeddedRedis()
+    url = await first.astart()
+    second: EmbeddedRedis | None = None
+    session = "outage"
+    try:
+        settings = outage_settings(url)
+        async with LiveService(settings) as svc:
+            assert svc.pipeline is not None and svc.app is not None and svc.bus is not None
+            counters = svc.pipeline.counters
+            streaming = asyncio.create_task(stream_file(svc.url, video, session_id=session))
+            try:
+                await _until(lambda: _has_events(url, settings, session), 60, "the first event")
+                peer = svc.app[REGISTRY].get(session)
+                assert peer is not None
+                before = await _event_seqs(url, settings, session)
+
+                await first.astop()  # Redis goes away mid-stream
+                # Windows keep being cut and extracted; what cannot be sent is held, bounded.
+                held_max = 0
+                deadline = asyncio.get_running_loop().time() + 30
+                while counters.windows_dropped_unsent < 1:
+                    held_max = max(held_max, counters.windows_unsent)
+                    assert asyncio.get_running_loop().time() < deadline, "nothing was dropped"
+                    await asyncio.sleep(0.1)
+                assert held_max <= MAX_UNSENT and counters.windows_unsent <= MAX_UNSENT
+                assert not svc.bus.available
+                assert svc.app[REGISTRY].get(session) is peer, "the session was dropped"
+
+                second = EmbeddedRedis(port=first.port)
+                await second.astart()  # same address, empty server (no persistence)
+
+                async def newer_events() -> bool:
+                    seqs = await _event_seqs(url, settings, session)
+                    return bool(seqs) and max(seqs) > max(before)
+
+                await _until(newer_events, 60, "events after the restart")
+                assert svc.app[REGISTRY].get(session) is peer, "the session was dropped"
+                assert peer.close_reason is None
+                assert svc.worker is not None and svc.worker.running
+                assert svc.worker.redis_errors >= 1
+                assert svc.bus.available and svc.bus.outages == 1
+                assert counters.windows_unsent == 0 and counters.publish_retries >= 1
+            finally:
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await streaming
+        # One warning when Redis went away and one when it came back, not one per attempt.
+        bus_warnings = [r.getMessage() for r in caplog.records if r.name == "workers.bus"]
+        down = [m for m in bus_warnings if "cannot reach Redis" in m]
+        back = [m for m in bus_warnings if "answers again" in m]
+        assert len(down) == 1 and len(back) == 1, bus_warnings
+    finally:
+        await first.astop()
+        if second is not None:
+            await second.astop()
+
+
+async def _has_events(url: str, settings: Settings, session: str) -> bool:
+    return bool(await _event_seqs(url, settings, session))

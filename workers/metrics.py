@@ -193,11 +193,13 @@ def track_ingest(counters: IngestCounters) -> None:
 
 
 def observe_extraction(stage_ms: Mapping[str, float]) -> None:
-    """Record a FeatureWindow's extraction times (FeatureWindow.stage_ms, milliseconds)."""
-    for stage in EXTRACTION_STAGES:
-        ms = stage_ms.get(stage)
-        if ms is not None:
-            STAGE_SECONDS.labels(stage).observe(max(0.0, float(ms)) / 1000.0)
+    """Record a FeatureWindow's extraction times (FeatureWindow.stage_ms, milliseconds).
+
+    Every key is a stage (EXTRACTION_STAGES, plus any the extractor adds later): the label set
+    stays small because the extractor's code, not the data, names the stages.
+    """
+    for stage, ms in stage_ms.items():
+        STAGE_SECONDS.labels(stage).observe(max(0.0, float(ms)) / 1000.0)
 
 
 def observe_event(event: EmotionEvent) -> None:

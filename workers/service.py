@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,11 +18,15 @@ import torch
 from aiohttp import web
 
 from merclip.settings import Settings
-from stream.server import create_app
+from stream.dashboard import DASHBOARD_REPLAY, add_dashboard
+from stream.server import REGISTRY, create_app
+from workers import metrics
 from workers.bus import Bus
 from workers.features.extractor import WindowExtractor
 from workers.ingest import IngestPipeline
+from workers.monitor import Monitor
 from workers.redis_server import EmbeddedRedis
+from workers.schemas import FeatureWindow
 from workers.subscriber import subscribe
 
 __all__ = ["LiveService", "Role"]
@@ -46,6 +51,7 @@ class LiveService:
         self.bus: Bus | None = None
         self.pipeline: IngestPipeline | None = None
         self.worker: Any = None
+        self.monitor: Monitor | None = None
         self.app: web.Application | None = None
         self.port = 0
         self._stack = contextlib.AsyncExitStack()
@@ -67,6 +73,8 @@ class LiveService:
             self.redis_url = self.embedded_redis.url
             log.info("started embedded Redis at %s (set redis.url to share one)", self.redis_url)
         self.bus = await stack.enter_async_context(Bus.connect(self.redis_url, s.redis))
+        # Overview numbers and the Redis-side gauges (sessions, lag, Redis health).
+        self.monitor = await stack.enter_async_context(Monitor(self.bus, s))
 
         if "infer" in self.roles:
             from merclip.predictor import Predictor
@@ -78,9 +86,11 @@ class LiveService:
 
         if "ingest" in self.roles:
             extractor = await asyncio.to_thread(WindowExtractor.from_settings, s)
-            self.pipeline = IngestPipeline(s, extractor, self.bus.add_window)
+            self.pipeline = IngestPipeline(s, extractor, self._publish_window)
+            metrics.track_ingest(self.pipeline.counters)
             stack.push_async_callback(self.pipeline.aclose)
             self.app = create_app(s, self.pipeline.sink_factory, self._events)
+            add_dashboard(self.app, self._all_events, self.overview)
             runner = web.AppRunner(self.app, handle_signals=False)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -90,6 +100,32 @@ class LiveService:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else s.server.port
             log.info("serving at %s", self.url)
+
+    async def _publish_window(self, fw: FeatureWindow) -> str:
+        assert self.bus is not None
+        metrics.observe_extraction(fw.stage_ms)
+        return await self.bus.add_window(fw)
+
+    async def _all_events(self) -> AsyncIterator[dict[str, Any]]:
+        """Every session's events for the dashboard: recent history, then live."""
+        async for event in subscribe(
+            self.redis_url, replay=DASHBOARD_REPLAY, prefix=self.settings.redis.prefix
+        ):
+            yield event.to_json_dict()
+
+    async def overview(self) -> dict[str, Any]:
+        """The dashboard's overview: Redis numbers plus this process's own counters."""
+        assert self.monitor is not None
+        out = dict(await self.monitor.overview())
+        process: dict[str, Any] = {}
+        if self.app is not None:
+            process["webrtc_sessions"] = self.app[REGISTRY].count
+        if self.pipeline is not None:
+            process["ingest"] = dataclasses.asdict(self.pipeline.counters)
+        if self.worker is not None:
+            process["inference"] = self.worker.stats()
+        out["process"] = process
+        return out
 
     async def _events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """Events of one session for its page: recent history, then live."""

@@ -1,0 +1,206 @@
+"""The live monitoring dashboard: a page plus two feeds, added to an aiohttp app.
+
+Routes (added by `add_dashboard`):
+- `GET /dashboard` — the page (stream/static/dashboard.html; its script and style under
+  /dashboard/static/). Plain canvas drawing, no library, no CDN.
+- `GET /dashboard/events` — server-sent events, one `data:` JSON event per window of every
+  session: first the recent history (whatever `events_factory` replays), then live. Each message
+  carries `id: <event_id>`; the page ignores ids it has seen, so a reconnect's replay is harmless.
+- `GET /dashboard/overview` — JSON from the `overview` provider (sessions, events per second,
+  inference lag, Redis health, and whatever else the process adds); the page polls it each second.
+
+stream/ knows nothing about Redis: the caller passes the feed factory and the provider
+(workers/service.py and workers/dashboard_command.py build them from workers.monitor and
+workers.subscriber).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+__all__ = [
+    "DASHBOARD_QUEUE_SIZE",
+    "DASHBOARD_REPLAY",
+    "FeedFactory",
+    "OverviewProvider",
+    "add_dashboard",
+    "create_dashboard_app",
+]
+
+log = logging.getLogger(__name__)
+
+FeedFactory = Callable[[], AsyncIterator[Mapping[str, Any]]]
+"""Every session's events as JSON-ready dicts: recent history first, then live."""
+OverviewProvider = Callable[[], Awaitable[Mapping[str, Any]]]
+
+STATIC_DIR = Path(__file__).parent / "static"
+ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+DASHBOARD_QUEUE_SIZE = 1024
+"""Events buffered per dashboard connection. Larger than the page's per-session stream because
+a connection starts with a replay of every session's recent history, written in one burst."""
+DASHBOARD_REPLAY = 300
+"""How many recent events (over all sessions) a feed factory should replay on connect: about
+ten minutes of one session at a 2 s hop, or the last minute of ten."""
+KEEPALIVE_SECONDS = 15.0
+
+DASHBOARD_EVENTS_DROPPED = Counter(
+    "merclip_dashboard_events_dropped", "Events dropped because a dashboard read them too slowly"
+)
+
+
+def add_dashboard(
+    app: web.Application,
+    events_factory: FeedFactory,
+    overview: OverviewProvider,
+    *,
+    static_dir: Path | None = None,
+) -> None:
+    """Add the dashboard routes to `app` (before it starts)."""
+    static = static_dir or STATIC_DIR
+    streams: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(static / "dashboard.html", headers={"Cache-Control": "no-cache"})
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        return web.FileResponse(
+            static / name, headers={"Content-Type": ASSETS[name], "Cache-Control": "no-cache"}
+        )
+
+    async def overview_json(request: web.Request) -> web.Response:
+        try:
+            body = dict(await overview())
+        except Exception as exc:  # the page shows the error instead of going blank
+            log.exception("dashboard overview failed")
+            return web.json_response(
+                {"error": "overview_failed", "detail": f"{type(exc).__name__}: {exc}"},
+                status=503,
+            )
+        return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        streams.add(task)
+        try:
+            return await _serve_feed(request, events_factory())
+        finally:
+            streams.discard(task)
+
+    async def on_shutdown(app: web.Application) -> None:
+        for task in list(streams):
+            task.cancel()
+
+    app.router.add_get("/dashboard", page)
+    app.router.add_get("/dashboard/", page)
+    app.router.add_get("/dashboard/static/{name}", asset)
+    app.router.add_get("/dashboard/overview", overview_json)
+    app.router.add_get("/dashboard/events", events)
+    app.on_shutdown.append(on_shutdown)
+
+
+def create_dashboard_app(
+    events_factory: FeedFactory,
+    overview: OverviewProvider,
+    *,
+    static_dir: Path | None = None,
+) -> web.Application:
+    """An app that serves only the dashboard (`merclip dashboard`): the dashboard routes, `/`
+    redirecting to it, `/healthz`, and this process's Prometheus metrics at `/metrics`."""
+    app = web.Application()
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/dashboard")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    add_dashboard(app, events_factory, overview, static_dir=static_dir)
+    return app
+
+
+async def _serve_feed(
+    request: web.Request, source: AsyncIterator[Mapping[str, Any]]
+) -> web.StreamResponse:
+    """Relay `source` as SSE. A pump task fills a bounded queue, so a slow page never stalls the
+    Redis subscription behind it: the oldest queued events are dropped and counted."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(DASHBOARD_QUEUE_SIZE)
+    dropped = 0
+
+    def put(item: Mapping[str, Any] | None) -> None:
+        nonlocal dropped
+        if queue.full():
+            queue.get_nowait()
+            dropped += 1
+            DASHBOARD_EVENTS_DROPPED.inc()
+        queue.put_nowait(item)
+
+    async def pump() -> None:
+        try:
+            async for event in source:
+                put(event)
+        except Exception as exc:
+            log.warning("dashboard feed ended: %s", exc)
+        finally:
+            put(None)
+
+    pump_task = asyncio.create_task(pump(), name="dashboard-feed")
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                break
+            await response.write(_sse_message(event))
+    except ConnectionResetError:
+        pass  # the page went away
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump_task
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if dropped:
+            log.info("dashboard: dropped %d events for a slow page", dropped)
+    return response
+
+
+def _sse_message(event: Mapping[str, Any]) -> bytes:
+    lines = []
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and "\n" not in event_id:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(event, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()

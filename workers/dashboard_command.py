@@ -1,0 +1,105 @@
+"""`merclip dashboard`: serve only the monitoring dashboard, for a deployment on a shared Redis.
+
+    merclip dashboard --redis-url redis://10.0.0.5:6379 --host 127.0.0.1 --port 8090
+
+It reads everything from Redis (events, sessions, consumer-group lag, health), so it can run on
+any machine that reaches the Redis server, beside any number of ingest and inference nodes. The
+page is at /dashboard; this process's own Prometheus metrics (the Redis-side gauges) at /metrics.
+`merclip serve` and `merclip ingest` serve the same dashboard on their own port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from merclip.errors import ConfigError
+from merclip.settings import Settings
+from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
+from workers.bus import Bus
+from workers.monitor import Monitor
+from workers.subscriber import subscribe
+
+__all__ = ["add_arguments", "run", "run_dashboard"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8090
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=None, help="the shared Redis (overrides redis.url)")
+    parser.add_argument("--host", default=None, help="address to bind (default: server.host)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
+    )
+
+
+async def run_dashboard(
+    settings: Settings,
+    url: str,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the dashboard until `stop` is set (or SIGINT/SIGTERM when stop is None).
+
+    `on_ready(address)` is called with the dashboard's address once the port is open.
+    """
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    prefix = settings.redis.prefix
+
+    async def feed() -> AsyncIterator[dict[str, Any]]:
+        async for event in subscribe(url, replay=DASHBOARD_REPLAY, prefix=prefix):
+            yield event.to_json_dict()
+
+    async with Bus.connect(url, settings.redis) as bus, Monitor(bus, settings) as monitor:
+        app = create_dashboard_app(feed, monitor.overview)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            bound = sockets[0].getsockname()[1] if sockets else port
+            shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+            address = f"http://{shown}:{bound}/dashboard"
+            log.info("dashboard for %s at %s", bus.keys.prefix, address)
+            if on_ready is not None:
+                on_ready(address)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    url = args.redis_url or settings.redis.url
+    if not url:
+        raise ConfigError(
+            "merclip dashboard needs the Redis URL of the deployment: pass --redis-url "
+            "(merclip serve logs the URL of its embedded Redis, and serves /dashboard itself) "
+            "or set redis.url"
+        )
+    host = args.host or settings.server.host
+
+    def ready(address: str) -> None:
+        # One line on stdout that scripts and tests can wait for.
+        print(f"merclip: dashboard at {address}", flush=True)
+
+    asyncio.run(run_dashboard(settings, url, host, args.port, on_ready=ready))
+    return 0

@@ -163,7 +163,8 @@ class EmbeddedRedis:
                 s = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
             with s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                # NOAUTH: up, but with ACL users / requirepass (extra_args) PING needs a login.
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

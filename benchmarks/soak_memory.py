@@ -1,0 +1,165 @@
+"""Memory soak: several WebRTC sessions for minutes against `merclip serve`; is RSS flat?
+
+Starts `merclip serve` (embedded Redis) as a child process, keeps N sessions streaming (each
+session streams a 30 s face + speech clip, disconnects, and reconnects as a NEW session, so session
+set-up and tear-down are soaked too), subscribes to all events, and samples the RSS of every
+process of the service (server + embedded redis-server) every second. Prints JSON with RSS at the
+start of the measurement (after a warm-up), at the end, its least-squares slope in MB per minute,
+and the events received.
+
+    python benchmarks/soak_memory.py --sessions 3 --minutes 5
+    python benchmarks/soak_memory.py --sessions 3 --minutes 3 --tiny   # test-size models
+
+A slope near 0 (within noise of a few MB/min after warm-up) means memory is flat; a steady
+positive slope over a long run is a leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from live_sessions import make_media  # noqa: E402
+
+from stream.file_client import stream_file  # noqa: E402
+from workers.subscriber import subscribe  # noqa: E402
+
+
+class RssSeries(threading.Thread):
+    """RSS of a process tree, sampled every `every` seconds: [(t, total_bytes, {name: bytes})]."""
+
+    def __init__(self, pid: int, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.samples: list[tuple[float, int, dict[str, int]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                parts = {f"{p.name()}[{p.pid}]": p.memory_info().rss for p in procs}
+            except psutil.Error:
+                break
+            self.samples.append((time.monotonic() - t0, sum(parts.values()), parts))
+            self.stop.wait(self.every)
+
+
+async def soak(url: str, redis_url: str, media: Path, args: argparse.Namespace) -> dict:
+    end = time.monotonic() + args.minutes * 60
+    counts = {"events": 0, "sessions_started": 0, "session_errors": 0}
+
+    async def listen() -> None:
+        async for _ev in subscribe(redis_url):
+            counts["events"] += 1
+
+    async def session_loop(i: int) -> None:
+        round_ = 0
+        while time.monotonic() < end:
+            counts["sessions_started"] += 1
+            try:
+                await stream_file(url, media, session_id=f"soak-{i}-{round_}")
+            except Exception as exc:  # noqa: BLE001 - a soak counts failures and goes on
+                counts["session_errors"] += 1
+                print(f"session {i} round {round_}: {exc}", file=sys.stderr)
+                await asyncio.sleep(2)
+            round_ += 1
+
+    listener = asyncio.create_task(listen())
+    await asyncio.gather(*(session_loop(i) for i in range(args.sessions)))
+    await asyncio.sleep(5)
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await listener
+    return counts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sessions", type=int, default=3)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds left out of the slope")
+    p.add_argument("--tiny", action="store_true", help="merclip-tiny-live + merclip-tiny-clip")
+    p.add_argument("--json", type=Path, help="also write the result (with all samples) here")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="merclip-soak-"))
+    media = make_media(work, 30.0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env["MERCLIP_SERVER_MAX_SESSIONS"] = str(max(8, args.sessions))
+    if args.tiny:
+        env["MERCLIP_MODEL_NAME"] = "merclip-tiny-live"
+        env["MERCLIP_CLIP_MODEL"] = "merclip-tiny-clip"
+    env.pop("MERCLIP_REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
+        cwd=work, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving at" not in line:
+        proc.kill()
+        print("serve failed to start", file=sys.stderr)
+        return 1
+    url = line.split("serving at", 1)[1].strip()
+    redis_child = next(
+        c for c in psutil.Process(proc.pid).children() if "redis-server" in " ".join(c.cmdline())
+    )
+    port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
+    series = RssSeries(proc.pid)
+    series.start()
+    try:
+        counts = asyncio.run(soak(url, f"redis://127.0.0.1:{port}/0", media, args))
+    finally:
+        series.stop.set()
+        proc.send_signal(2)
+        proc.wait(timeout=60)
+
+    samples = [(t, rss) for t, rss, _ in series.samples if t >= args.warmup]
+    if len(samples) < 10:
+        print("run too short for a slope after the warm-up", file=sys.stderr)
+        return 1
+    t = np.array([s[0] for s in samples])
+    mb = np.array([s[1] for s in samples]) / 2**20
+    slope_per_min = float(np.polyfit(t, mb, 1)[0] * 60)
+    result = {
+        "sessions": args.sessions,
+        "minutes": args.minutes,
+        "models": "tiny" if args.tiny else "service defaults (ViT-B-32 random init, tiny.en)",
+        "warmup_s": args.warmup,
+        "rss_mb_start": round(float(mb[:5].mean()), 1),
+        "rss_mb_end": round(float(mb[-5:].mean()), 1),
+        "rss_mb_peak": round(float(mb.max()), 1),
+        "rss_slope_mb_per_min": round(slope_per_min, 2),
+        "rss_mb_end_by_process": {k: round(v / 2**20, 1) for k, v in series.samples[-1][2].items()},
+        **counts,
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        result["samples"] = [(round(t, 1), rss) for t, rss, _ in series.samples]
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +116,14 @@ def create_dashboard_app(
     overview: OverviewProvider,
     *,
     static_dir: Path | None = None,
+    middlewares: Iterable[Any] = (),
 ) -> web.Application:
     """An app that serves only the dashboard (`merclip dashboard`): the dashboard routes, `/`
-    redirecting to it, `/healthz`, and this process's Prometheus metrics at `/metrics`."""
-    app = web.Application()
+    redirecting to it, `/healthz`, and this process's Prometheus metrics at `/metrics`.
+
+    `middlewares`: e.g. `stream.server.access_middlewares(settings)`, the same token check that
+    guards /dashboard on `merclip serve`."""
+    app = web.Application(middlewares=list(middlewares))
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/dashboard")

@@ -21,8 +21,10 @@ from dashboard_support import make_event
 from prometheus_client import REGISTRY
 
 from merclip.settings import Settings
+from stream.auth import ALL_SESSIONS, issue_token
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
 from workers.bus import Bus
+from workers.dashboard_command import run_dashboard
 from workers.monitor import Monitor
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe
@@ -183,6 +185,31 @@ async def test_events_replay_a_full_history_in_order_then_live(
                 await bus.write_event(make_event("other", 0, "live one"))
                 [(_, live)] = await _read_sse(resp, 1)
                 assert live["session_id"] == "other" and live["transcript"] == "live one"
+
+
+async def test_dashboard_command_checks_monitor_tokens(redis_url: str, settings: Settings) -> None:
+    secret = "dashboard-test-secret-0123456789"
+    settings = settings.replace("auth", enabled="on", secret=secret)
+    ready: asyncio.Queue[str] = asyncio.Queue()
+    stop = asyncio.Event()
+    server = asyncio.create_task(
+        run_dashboard(settings, redis_url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait)
+    )
+    try:
+        address = await asyncio.wait_for(ready.get(), 20)
+        overview = address + "/overview"
+        monitor = issue_token(secret, ALL_SESSIONS, "monitor", 60)
+        viewer = issue_token(secret, "one", "viewer", 60)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(overview) as resp:
+                assert resp.status == 401
+            async with http.get(overview, headers={"Authorization": f"Bearer {viewer}"}) as resp:
+                assert resp.status == 403
+            async with http.get(overview, params={"token": monitor}) as resp:
+                assert resp.status == 200 and (await resp.json())["redis"]["ok"] is True
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 20)
 
 
 def test_dashboard_command_without_redis_url_says_what_to_do(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from merclip.errors import ConfigError
 from merclip.settings import Settings
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
+from stream.server import access_middlewares
 from workers.bus import Bus
 from workers.monitor import Monitor
 from workers.subscriber import subscribe
@@ -53,8 +54,12 @@ async def run_dashboard(
 ) -> None:
     """Serve the dashboard until `stop` is set (or SIGINT/SIGTERM when stop is None).
 
-    `on_ready(address)` is called with the dashboard's address once the port is open.
+    `on_ready(address)` is called with the dashboard's address once the port is open. Access
+    tokens are checked as on `merclip serve` (auth.enabled; "auto" = when `host` is not a
+    loopback address): every session's transcript is on this page.
     """
+    settings = settings.replace("server", host=host)
+    middlewares = access_middlewares(settings)  # ConfigError at once when no usable secret
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -68,7 +73,7 @@ async def run_dashboard(
             yield event.to_json_dict()
 
     async with Bus.connect(url, settings.redis) as bus, Monitor(bus, settings) as monitor:
-        app = create_dashboard_app(feed, monitor.overview)
+        app = create_dashboard_app(feed, monitor.overview, middlewares=middlewares)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:

@@ -11,7 +11,8 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_sessions_active`, `merclip_ingest_sessions_started_total`,
   `merclip_ingest_windows_cut_total`, `merclip_ingest_windows_published_total`,
   `merclip_ingest_windows_dropped_total{reason=backlog|windowing|extraction_error|
-  publish_error}`
+  publish_error|unsent}`, `merclip_ingest_windows_unsent` (held during a Redis outage),
+  `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|clip_image|
   clip_text|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
@@ -145,6 +146,7 @@ class _IngestCollector(Collector):
         "windowing": "windows_dropped_windowing",
         "extraction_error": "extraction_errors",
         "publish_error": "publish_errors",
+        "unsent": "windows_dropped_unsent",
     }
 
     def __init__(self) -> None:
@@ -158,7 +160,7 @@ class _IngestCollector(Collector):
 
     def _sum(self, field: str) -> int:
         with self._lock:
-            return sum(int(getattr(c, field)) for c in self._tracked)
+            return sum(int(getattr(c, field, 0)) for c in self._tracked)
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
@@ -166,10 +168,17 @@ class _IngestCollector(Collector):
             "Sessions whose media this process is windowing now",
             value=self._sum("sessions_active"),
         )
+        yield GaugeMetricFamily(
+            "merclip_ingest_windows_unsent",
+            "Windows held back while Redis is unreachable (sent in order once it answers)",
+            value=self._sum("windows_unsent"),
+        )
         simple = (
             ("sessions_started", "Sessions started in this process"),
             ("windows_cut", "Windows cut from the media streams"),
             ("windows_published", "Windows whose features went to the work stream"),
+            ("frames_extracted_ahead", "Sampled frames whose visual features ran on arrival"),
+            ("frames_deferred", "Sampled frames left to window extraction (frame jobs full)"),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))

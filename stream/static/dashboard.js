@@ -144,7 +144,11 @@ function renderOverview(ov) {
   const ingest = proc.ingest;
   const worker = proc.inference;
   if (ingest || worker) {
-    const backlog = ingest ? ingest.windows_dropped_backlog + ingest.windows_dropped_windowing : 0;
+    const backlog = ingest
+      ? ingest.windows_dropped_backlog +
+        ingest.windows_dropped_windowing +
+        (ingest.windows_dropped_unsent || 0)
+      : 0;
     const errors = ingest ? ingest.extraction_errors + ingest.publish_errors : 0;
     const skipped = worker ? worker.skipped : 0;
     const dead = worker ? worker.dead_lettered : 0;

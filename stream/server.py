@@ -44,6 +44,7 @@ from aiohttp import web
 from aiortc.sdp import SessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
+from merclip.errors import ConfigError
 from merclip.settings import Settings
 from stream.auth import (
     AuthError,
@@ -220,7 +221,14 @@ def access_middlewares(settings: Settings) -> list[Any]:
     auth is off). Raises ConfigError when auth is on without a usable secret."""
     if not auth_enabled(settings):
         return []
-    check_secret(settings.auth.secret)  # refuse to start with no (or a weak) secret
+    if not settings.auth.secret:  # refuse to start open to the network
+        raise ConfigError(
+            f"access tokens are required (auth.enabled = {settings.auth.enabled!r}, server.host "
+            f"= {settings.server.host!r}) but auth.secret is empty: set MERCLIP_AUTH_SECRET "
+            "(at least 16 bytes), or bind 127.0.0.1, or set auth.enabled = 'off' behind a proxy "
+            "that authenticates"
+        )
+    check_secret(settings.auth.secret)  # a short secret can be brute-forced from one token
     log.info("access tokens required on /offer, /events/* and /dashboard")
     return [_auth_middleware(settings.auth.secret)]
 

@@ -98,7 +98,7 @@ async def test_dashboard_shows_a_live_session_and_updates(media_dir: Path) -> No
                 f"Number(document.getElementById('detail-count').textContent) > {first_count}",
                 timeout=60000,
             )
-            await streaming
+            await asyncio.wait_for(streaming, 60)
             # Words spoken in the video reach the transcript (real faster-whisper tiny.en).
             await page.wait_for_function(
                 "/hello|test|emotion/i.test(document.getElementById('detail-transcript')"

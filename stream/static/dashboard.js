@@ -329,7 +329,7 @@ function setupCanvas(canvas) {
   return { ctx, width, height };
 }
 
-const PAD = { left: 34, right: 8, top: 6, bottom: 16 };
+const PAD = { left: 44, right: 8, top: 6, bottom: 16 };
 
 function xScale(events, width) {
   const t0 = events.length ? events[0].media_end : 0;

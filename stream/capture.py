@@ -700,7 +700,8 @@ async def capture(
         await pc.close()
         if reader is not None:
             try:
-                if not reader.done():
+                current = asyncio.current_task()
+                if not reader.done() and not (current and current.cancelling()):
                     # The last windows are flushed when the session closes; events follow.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(reader), linger)

@@ -1,0 +1,103 @@
+"""`capture()` end to end: array-fed camera and microphone sources through the capture tracks,
+real aiortc peers on loopback, the real LiveService (embedded Redis, faster-whisper tiny.en,
+test-size CLIP and MER-CLIP), and the session's events read back over GET /events (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
+from test_capture import ArrayFrames, FedAudio
+
+from merclip.settings import Settings
+from stream.capture import CaptureError, capture, read_events
+from workers.service import LiveService
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+EVENT_TIMEOUT = 60.0
+FPS = 15
+SIZE = (320, 240)
+
+
+def tiny_settings() -> Settings:
+    s = Settings()
+    s = s.replace("server", host="127.0.0.1", port=0)
+    s = s.replace("model", name="merclip-tiny-live")
+    s = s.replace("clip", model="merclip-tiny-clip")
+    return s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
+
+
+async def test_fed_camera_and_microphone_stream_and_events_come_back(media_dir: Path) -> None:
+    speech = read_wav_16k(speech_wav(media_dir, SPEECH_TEXT))  # 16 kHz: resampled by the track
+    lead = np.zeros(int(0.3 * 16000), np.float32)
+    tail = np.zeros(int(2.0 * 16000), np.float32)
+    audio = np.concatenate([lead, speech, tail])
+    seconds = audio.size / 16000
+    camera = ArrayFrames(lambda i: face_frame(i, FPS, SIZE), count=int(seconds * FPS))
+    mic = FedAudio(16000, max_blocks=500)  # 5 s: room for a slow connect on a busy machine
+
+    sessions: list[str] = []
+    events: list[dict[str, Any]] = []
+    async with LiveService(tiny_settings()) as svc:
+        mic.feed(audio, block=160)  # 10 ms blocks in real time, as sounddevice's callback
+        task = asyncio.create_task(
+            capture(
+                svc.url,
+                camera,
+                mic,
+                session_id="cap-e2e",
+                fps=FPS,
+                on_session=sessions.append,
+                on_event=events.append,
+                linger=EVENT_TIMEOUT,
+            )
+        )
+        deadline = time.monotonic() + seconds + EVENT_TIMEOUT
+        try:
+            while time.monotonic() < deadline and not task.done():
+                words = " ".join(ev["transcript"] for ev in events).lower()
+                if "hello" in words and "test" in words and any(e["face_present"] for e in events):
+                    break
+                await asyncio.sleep(0.5)
+            assert not task.done() or task.exception() is None, task.exception()
+        finally:
+            task.cancel()  # what Ctrl-C does: tracks stopped, peer closed, SSE reader ended
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    assert sessions == ["cap-e2e"]
+    assert events, "no event came back over GET /events"
+    words = " ".join(ev["transcript"] for ev in events).lower()
+    assert "hello" in words and "test" in words, words
+    assert any(ev["face_present"] for ev in events)
+    assert any(ev["speech_present"] for ev in events)
+    assert {ev["session_id"] for ev in events} == {"cap-e2e"}
+    seqs = [ev["seq"] for ev in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert camera.reads >= FPS * 2 and camera.closed == 1
+    assert mic.dropped_blocks == 0
+
+
+async def test_capture_reports_a_server_without_events_and_returns_its_result(
+    media_dir: Path,
+) -> None:
+    # --seconds stops early, and an SSE route that refuses is a clear error, not a hang.
+    from stream_support import make_settings, running_server
+
+    async with running_server(make_settings()) as (url, app, sinks):
+        result = await capture(
+            url, ArrayFrames(lambda i: face_frame(i, FPS, SIZE), count=1000), None, seconds=1.0
+        )
+        assert 0.9 <= result.seconds <= 2.0
+        assert FPS * 0.7 <= result.video_frames <= FPS * 1.5
+        with pytest.raises(CaptureError, match="HTTP 404"):
+            await read_events(url, result.session_id, lambda ev: None)
+    (sink,) = sinks
+    assert sink.frames and sink.frames[0][0].shape == (SIZE[1], SIZE[0], 3)

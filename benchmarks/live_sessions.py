@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -196,7 +198,14 @@ def main() -> int:
         [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
         cwd=work, env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # A killed benchmark must not leave the server behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    atexit.register(lambda: proc.poll() is None and proc.kill())
     assert proc.stdout is not None
+    print(
+        f"streaming {args.sessions} session(s) of {media.name} for {args.seconds:.0f} s ...",
+        file=sys.stderr,
+    )
     line = proc.stdout.readline()
     if "serving at" not in line:
         proc.kill()

@@ -58,6 +58,9 @@ def _configure_logging(level: str, as_json: bool) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Per-candidate ICE and per-request access lines drown what matters at INFO.
+    for chatty in ("aioice", "aiortc", "aiohttp.access", "faster_whisper"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _base_parser() -> argparse.ArgumentParser:

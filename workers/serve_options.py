@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 
 from merclip.settings import Settings
@@ -44,17 +46,39 @@ def apply_service_arguments(settings: Settings, args: argparse.Namespace) -> Set
     return settings
 
 
+# A graceful stop finishes the windows in flight; past this, or on a second signal, it gives up.
+SHUTDOWN_TIMEOUT_SECONDS = 45.0
+
+
 async def _serve_until_signal(settings: Settings, roles: tuple[Role, ...]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now without finishing windows in flight")
+            os._exit(130)  # children (embedded Redis) die with us (PR_SET_PDEATHSIG)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with LiveService(settings, roles) as service:
+        loop.add_signal_handler(sig, on_signal)
+    service = LiveService(settings, roles)
+    async with contextlib.AsyncExitStack() as stack:
+        await service.start()
+        stack.push_async_callback(_close_within, service, SHUTDOWN_TIMEOUT_SECONDS)
         # One line on stdout that scripts and tests can wait for.
         print(f"merclip: serving at {service.url}", flush=True)
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down (signal again to exit at once)")
     log.info("stopped")
+
+
+async def _close_within(service: LiveService, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(service.aclose(), timeout)
+    except TimeoutError:
+        log.error("shutdown took over %.0f s; exiting anyway", timeout)
+        os._exit(1)
 
 
 def run_service(settings: Settings, roles: tuple[Role, ...]) -> int:

@@ -76,16 +76,21 @@ class LiveService:
         # Overview numbers and the Redis-side gauges (sessions, lag, Redis health).
         self.monitor = await stack.enter_async_context(Monitor(self.bus, s))
 
+        extractor = None
+        if "ingest" in self.roles:
+            extractor = await asyncio.to_thread(WindowExtractor.from_settings, s)
+
         if "infer" in self.roles:
             from merclip.predictor import Predictor
             from workers.inference import InferenceWorker
 
-            predictor = await asyncio.to_thread(Predictor.from_settings, s)
+            # One CLIP in memory per process: the zero-shot label prompts use the extractor's.
+            shared_clip = extractor.clip if extractor is not None else None
+            predictor = await asyncio.to_thread(Predictor.from_settings, s, shared_clip)
             self.worker = InferenceWorker(s, self.bus, predictor)
             await stack.enter_async_context(self.worker)
 
-        if "ingest" in self.roles:
-            extractor = await asyncio.to_thread(WindowExtractor.from_settings, s)
+        if extractor is not None:
             self.pipeline = IngestPipeline(s, extractor, self._publish_window)
             metrics.track_ingest(self.pipeline.counters)
             stack.push_async_callback(self.pipeline.aclose)

@@ -219,3 +219,43 @@ async def test_page_reports_a_full_server(chromium_args: list[str]) -> None:
             finally:
                 await browser.close()
         await holder.close()
+
+
+async def test_page_joins_with_an_access_token_and_is_refused_without(
+    chromium_args: list[str],
+) -> None:
+    """With auth on, the page passes ?token= to the offer and the event stream."""
+    from playwright.async_api import async_playwright
+
+    from stream.auth import issue_token
+
+    secret = "browser-test-secret-0123456789"
+    settings = make_settings().replace("auth", enabled="on", secret=secret)
+    events = TwoEvents()
+    async with running_server(settings, events) as (url, app, sinks):
+        base = url.replace("127.0.0.1", "localhost")
+        token = issue_token(secret, "tok-1", "publisher", 300)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
+            try:
+                page = await browser.new_page()
+                await page.goto(base + "/")
+                await page.click("#join")
+                error = page.locator("#error")
+                await error.wait_for(state="visible", timeout=15000)
+                assert "401" in (await error.text_content() or "")
+                assert app[REGISTRY].count == 0
+
+                await page.goto(base + f"/?token={token}")
+                await page.click("#join")
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent === 'connected'",
+                    timeout=15000,
+                )
+                assert await page.text_content("#session-id") == "tok-1"
+                await page.wait_for_function(
+                    "document.getElementById('event-count').textContent === '1'", timeout=10000
+                )
+                assert events.subscribed == ["tok-1"]
+            finally:
+                await browser.close()

@@ -24,6 +24,10 @@ const MEDIA_CONSTRAINTS = {
 
 const $ = (id) => document.getElementById(id);
 
+// With access control on, the page is opened as /?token=<publisher token> (see README
+// "Access control"); the token goes with the offer and the event stream.
+const ACCESS_TOKEN = new URLSearchParams(location.search).get("token") || "";
+
 const state = { pc: null, stream: null, events: null, sessionId: null, count: 0 };
 
 function setStatus(text) {
@@ -98,7 +102,10 @@ async function join() {
     if (wanted) body.session_id = wanted;
     const resp = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: {
+        "Content-Type": "application/json",
+        ...(ACCESS_TOKEN ? { Authorization: `Bearer ${ACCESS_TOKEN}` } : {}),
+      },
       body: JSON.stringify(body),
     });
     const reply = await resp.json().catch(() => ({}));
@@ -145,7 +152,8 @@ function leave(clearError = true) {
 }
 
 function openEvents(sessionId) {
-  const source = new EventSource(`/events/${encodeURIComponent(sessionId)}`);
+  const query = ACCESS_TOKEN ? `?token=${encodeURIComponent(ACCESS_TOKEN)}` : "";
+  const source = new EventSource(`/events/${encodeURIComponent(sessionId)}${query}`);
   state.events = source;
   source.onmessage = (msg) => {
     try {

@@ -334,6 +334,7 @@ def create_app(
         except BaseException:
             await session.aclose("offer_failed")
             raise
+        OFFERS.labels("accepted").inc()
         log.info("session %s started (%d/%d)", session_id, registry.count, registry.max_sessions)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})
 

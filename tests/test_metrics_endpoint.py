@@ -123,6 +123,7 @@ async def test_serve_metrics_move_when_a_session_streams(service: LiveService, m
     assert published + dropped <= cut and published >= 2
     assert processed == published >= 2
     assert delta("merclip_ingest_sessions_started_total") == 1
+    assert delta("merclip_stream_offers_total", result="accepted") == 1
     for stage in ("asr", "faces", "clip_image", "clip_text", "audio"):
         assert delta("merclip_stage_seconds_count", stage=stage) == published, stage
     assert delta("merclip_stage_seconds_count", stage="queue") == processed

@@ -154,14 +154,20 @@ class Monitor:
                 log.exception("monitor refresh failed")
 
     async def _count_loop(self) -> None:
+        lost = False  # warn once per outage, not once per retry
         while True:
             try:
                 async with self.bus.event_feed(None) as feed:
+                    if lost:
+                        log.info("monitor: live channel back")
+                        lost = False
                     async for _event in feed:
                         self.events_seen += 1
                         now = time.monotonic()
                         self._stamps.append(now)
                         self._trim(now)
             except BusError as exc:
-                log.warning("monitor: live channel lost (%s); resubscribing", exc)
+                if not lost:
+                    log.warning("monitor: live channel lost (%s); resubscribing", exc)
+                    lost = True
                 await asyncio.sleep(_RETRY_SECONDS)

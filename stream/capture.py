@@ -115,24 +115,30 @@ class FrameSource(ABC):
 class OpenCVCamera(FrameSource):
     """A webcam through cv2.VideoCapture, resized to `size` (width, height) when it differs.
 
+    `device` is an OpenCV camera index, or anything else cv2.VideoCapture opens: a device path
+    (/dev/video2), a stream URL (rtsp://...), a video file.
+
     A grabber thread reads at the camera's own rate and keeps the newest frame only; `read`
     returns a frame newer than the previous one (waiting for it), so a 30 fps camera read at
     15 fps sends fresh pictures, never a backlog.
     """
 
-    def __init__(self, index: int, size: tuple[int, int] = (640, 480), fps: float = 15) -> None:
+    def __init__(
+        self, device: int | str, size: tuple[int, int] = (640, 480), fps: float = 15
+    ) -> None:
         import cv2
 
         _quiet_opencv()
-        self.index = index
+        self.device = device
         self.size = size
         self._cv2 = cv2
-        self._cap = cv2.VideoCapture(index)
+        self._cap = cv2.VideoCapture(device)
         ok = self._cap.isOpened()
         frame = self._cap.read()[1] if ok else None
         if frame is None:
             self._cap.release()
-            raise NoDeviceError(f"no camera at index {index}")
+            what = f"index {device}" if isinstance(device, int) else repr(device)
+            raise NoDeviceError(f"no camera at {what}")
         self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
         self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
         self._cap.set(cv2.CAP_PROP_FPS, fps)
@@ -141,7 +147,7 @@ class OpenCVCamera(FrameSource):
         self._serial = 1
         self._returned = 0
         self._ended = False
-        self._thread = threading.Thread(target=self._grab, name=f"camera-{index}", daemon=True)
+        self._thread = threading.Thread(target=self._grab, name=f"camera-{device}", daemon=True)
         self._thread.start()
 
     def _grab(self) -> None:
@@ -151,7 +157,7 @@ class OpenCVCamera(FrameSource):
                 if self._ended:
                     return
                 if not ok or bgr is None:
-                    log.warning("camera %d: read failed, treating it as gone", self.index)
+                    log.info("camera %s: no more frames (ended or gone)", self.device)
                     self._ended = True
                     self._cond.notify_all()
                     return
@@ -166,7 +172,7 @@ class OpenCVCamera(FrameSource):
             )
             if self._ended or not fresh or self._latest is None:
                 if not fresh:
-                    log.warning("camera %d: no frame for %.0f s", self.index, CAMERA_STALL_SECONDS)
+                    log.warning("camera %s: no frame for %.0f s", self.device, CAMERA_STALL_SECONDS)
                 return None
             bgr, self._returned = self._latest, self._serial
         if (bgr.shape[1], bgr.shape[0]) != self.size:
@@ -743,7 +749,7 @@ async def _first(*events: asyncio.Event, timeout: float | None) -> bool:
 # -- command --------------------------------------------------------------------------------
 
 
-def _mic_device(value: str) -> int | str:
+def _device(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
@@ -752,11 +758,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url", default=None, help="server base URL (default: http://server.host:server.port)"
     )
     parser.add_argument(
-        "--camera", type=int, default=None, help="OpenCV camera index (default: 0)"
+        "--camera",
+        type=_device,
+        default=None,
+        help="OpenCV camera index, device path or stream URL (default: 0)",
     )
     parser.add_argument(
         "--mic",
-        type=_mic_device,
+        type=_device,
         default=None,
         help="sounddevice input: index or part of its name (default: the system default)",
     )

@@ -14,11 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
+from media import face_frame, face_video
 
 from stream.capture import (
     AUDIO_RATE,
@@ -26,6 +28,8 @@ from stream.capture import (
     CameraTrack,
     FrameSource,
     MicrophoneTrack,
+    NoDeviceError,
+    OpenCVCamera,
     QueuedAudioSource,
 )
 
@@ -149,6 +153,25 @@ async def test_camera_track_stop_ends_recv_and_closes_the_source() -> None:
         await track.recv()
     await asyncio.sleep(0.05)
     assert source.closed == 1
+
+
+async def test_opencv_camera_on_a_video_stream_gives_rgb_at_the_asked_size(
+    media_dir: Path,
+) -> None:
+    # No webcam here, but cv2.VideoCapture opens a file through the same class and grabber
+    # thread a webcam uses (and users may point --camera at a file or stream URL).
+    video = face_video(media_dir, "", seconds=1.0, fps=15, size=(320, 240))
+    camera = OpenCVCamera(str(video), size=(160, 120))
+    track = CameraTrack(camera, fps=30)
+    frames = await drain(track)
+    assert 1 <= len(frames) <= 15
+    rgb = frames[0].to_ndarray(format="rgb24")
+    assert rgb.shape == (120, 160, 3)
+    # Channel order is RGB (the photo is redder than it is blue; BGR would swap the means).
+    expected = face_frame(0, 15, (160, 120)).reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(rgb.reshape(-1, 3).mean(axis=0), expected, atol=10)
+    with pytest.raises(NoDeviceError, match="no camera at"):
+        OpenCVCamera(str(media_dir / "missing.mp4"))
 
 
 # -- microphone track -----------------------------------------------------------------------

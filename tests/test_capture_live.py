@@ -115,3 +115,22 @@ async def test_capture_says_when_the_server_cannot_be_reached() -> None:
         await capture(f"http://127.0.0.1:{port}/", camera, None)
     await asyncio.sleep(0.05)
     assert camera.closed == 1  # the device is released
+
+
+async def test_microphone_speech_reaches_the_server_at_its_level(media_dir: Path) -> None:
+    from stream_support import make_settings, running_server
+
+    speech = read_wav_16k(speech_wav(media_dir, SPEECH_TEXT))
+    mic = FedAudio(16000, max_blocks=500)
+    async with running_server(make_settings()) as (url, app, sinks):
+        mic.feed(speech, block=160)
+        result = await capture(url, None, mic, session_id="cap-level")
+    (sink,) = sinks
+    got = sink.samples
+    assert result.audio_seconds == pytest.approx(speech.size / 16000, abs=0.1)
+    assert got.size == pytest.approx(speech.size, rel=0.1)
+    rms_sent = float(np.sqrt(np.mean(speech**2)))
+    rms_got = float(np.sqrt(np.mean(got**2)))
+    # 16 kHz -> 48 kHz stereo -> Opus -> the server's 16 kHz mono: the level survives.
+    assert rms_got == pytest.approx(rms_sent, rel=0.15), (rms_got, rms_sent)
+    print(f"speech rms sent {rms_sent:.4f} received {rms_got:.4f}")

@@ -70,6 +70,8 @@ __all__ = [
     "add_arguments",
     "capture",
     "list_devices",
+    "microphones",
+    "probe_cameras",
     "read_events",
     "run",
 ]

@@ -118,3 +118,46 @@ async def test_concurrent_sessions_never_see_each_others_events(
     async with Bus.connect(service.redis_url, service.settings.redis) as bus:
         for sid in got:
             assert {e.session_id for e in await bus.events(sid, count=100)} == {sid}
+
+
+async def test_a_trained_checkpoint_serves_both_tasks(media_dir: Path, tmp_path: Path) -> None:
+    """train --task both on live-space data, then serve it: events are no longer zero-shot."""
+    from merclip.training.train import TrainOptions, train
+
+    result = await asyncio.to_thread(
+        train,
+        TrainOptions(
+            data="synthetic",
+            model="merclip-tiny-live",
+            tasks=("emotion", "sentiment"),
+            epochs=1,
+            batch_size=64,
+            out_dir=tmp_path / "run",
+            device="cpu",
+            threads=1,
+            progress=False,
+        ),
+    )
+    checkpoint = tmp_path / "run" / "best.pt"
+    assert checkpoint.exists(), result
+    settings = tiny_settings().replace("model", checkpoint=str(checkpoint))
+    video = face_video(media_dir, SPEECH_TEXT, seconds=4.0)
+    async with LiveService(settings) as svc:
+        got: list[EmotionEvent] = []
+        listener = asyncio.create_task(
+            _collect(svc.redis_url, "trained-1", svc.settings.redis.prefix, got)
+        )
+        await asyncio.sleep(0.3)
+        try:
+            await stream_file(svc.url, video, session_id="trained-1")
+            deadline = asyncio.get_running_loop().time() + EVENT_TIMEOUT
+            while not got:
+                assert asyncio.get_running_loop().time() < deadline, "no event"
+                await asyncio.sleep(0.5)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+    ev = got[0]
+    assert ev.zero_shot is False
+    assert ev.model_version != "" and not ev.model_version.startswith("zero-shot")
+    assert len(ev.emotion_probs) == 6 and ev.sentiment in ("negative", "positive")

@@ -13,10 +13,11 @@ While Redis is unreachable, extracted windows wait in ONE bounded buffer per pro
 retries with backoff, in order; sessions go on streaming and windowing meanwhile, so a Redis restart
 costs at most the windows that did not fit (and those the inference deadline then skips).
 
-Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in the
-same pool), so overlapping windows share that work and a window's end waits only for ASR and the
-text encoder. At most MAX_FRAME_JOBS frames per session are in flight; a frame beyond that is
-left to the window's own extraction (counted as deferred), so the pool's queue stays bounded.
+Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in a
+thread of their own, so a window's ASR never queues behind frames): overlapping windows share that
+work, and a window's end waits only for ASR and the text encoder. At most MAX_FRAME_JOBS frames per
+session are in flight; a frame beyond that is left to the window's own extraction (counted as
+deferred), so the frame queue stays bounded.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class IngestPipeline:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
         )
+        # Per-frame work has its own thread, so a window's ASR never queues behind frames.
+        self._frame_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
         self.max_unsent = settings.ingest.max_unsent_windows
@@ -120,7 +123,7 @@ class IngestPipeline:
 
     def frame_feature(self, rgb: np.ndarray) -> asyncio.Future[FrameFeature]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._pool, self.extractor.frame_feature, rgb)
+        return loop.run_in_executor(self._frame_pool, self.extractor.frame_feature, rgb)
 
     async def send(self, fw: FeatureWindow, session: SessionIngest) -> bool:
         """Publish `fw` now (True), or keep it for the sender when Redis is unreachable or older
@@ -206,6 +209,7 @@ class IngestPipeline:
         )
         await self._flush_unsent(UNSENT_FLUSH_SECONDS)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._frame_pool.shutdown(wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> IngestPipeline:
         return self

@@ -82,20 +82,23 @@ class ClipBackbone:
         batch = torch.stack([self.preprocess(im) for im in pil]).to(self.device)
         return self.model.encode_image(batch).float()
 
-    def text_transformer(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Run the text transformer over token embeddings (B, 77, W) → projected (B, 77, D).
+    def text_transformer(self, embeddings: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Run the text transformer over token embeddings (B, 77, W) → projected (B, L, D).
 
         Positional embeddings, causal mask, final norm and projection are applied, so row `i` is
         what CLIP would pool if the EOT token stood at `i`. Differentiable (prompt learning).
+        `length` keeps only the first L positions: with a causal mask, positions after the last
+        EOT cannot change any output up to it, so cutting them is exact and several times faster.
         """
         m = self.model
+        n = embeddings.shape[1] if length is None else length
         cast = m.transformer.get_cast_dtype()
-        x = embeddings.to(cast) + m.positional_embedding.to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask)
-        x = m.ln_final(x)  # (B, 77, W)
+        x = embeddings[:, :n].to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.ln_final(x)  # (B, L, W)
         proj = m.text_projection
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-        return x  # (B, 77, D)
+        return x  # (B, L, D)
 
     def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.token_embedding(tokens)  # (B, 77, W)
@@ -112,8 +115,8 @@ class ClipBackbone:
         The last row of each is the EOT output, i.e. CLIP's pooled text embedding.
         """
         tokens = self.tokenize(texts).to(self.device)
-        out = self.text_transformer(self.token_embedding(tokens)).float()
         ends = self.eot_positions(tokens)
+        out = self.text_transformer(self.token_embedding(tokens), int(ends.max()) + 1).float()
         return [out[i, : int(ends[i]) + 1].cpu().numpy() for i in range(len(texts))]
 
     @torch.no_grad()

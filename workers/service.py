@@ -79,6 +79,7 @@ class LiveService:
         extractor = None
         if "ingest" in self.roles:
             extractor = await asyncio.to_thread(WindowExtractor.from_settings, s)
+            await asyncio.to_thread(extractor.warm_up)
 
         if "infer" in self.roles:
             from merclip.predictor import Predictor

@@ -114,3 +114,25 @@ def test_offline_size_name_is_a_clear_error(
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # empty cache: nothing may download
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):
         Transcriber("tiny.en")
+
+
+def test_short_encoder_context_gives_the_same_words(
+    bundled_whisper: Transcriber, speech_path: Path
+) -> None:
+    """asr.context_seconds < 30 pads the window only that far (the service default, 10 s)."""
+    audio = read_wav_16k(speech_path)
+    short = Transcriber("bundled", context_seconds=10.0)
+    full_words = _words(bundled_whisper.transcribe(audio))
+    short_words = _words(short.transcribe(audio))
+    assert {"hello", "world", "test"} <= short_words, short_words
+    assert len(short_words & full_words) >= 0.8 * len(full_words), (short_words, full_words)
+
+    # A window longer than the context falls back to faster-whisper's own 30 s path.
+    tiny_context = Transcriber("bundled", context_seconds=2.0)
+    assert {"hello", "world", "test"} <= _words(tiny_context.transcribe(audio))
+
+
+def test_service_settings_use_the_short_context() -> None:
+    from merclip.settings import Settings
+
+    assert Transcriber.from_settings(Settings().asr).context_seconds == 10.0

@@ -14,6 +14,15 @@ Silence: a window whose speech ratio (workers/features/audio_features.py: 30 ms 
 Whisper at all (Whisper hallucinates "you" / "Thank you." on silence, and a call costs ~0.5 s of
 CPU because of its 30 s padding). faster-whisper's own VAD is off: this gate is the only one.
 
+Short context: faster-whisper pads every call to Whisper's 30 s context, so a 4 s window pays for
+30 s of encoder work. With `asr.context_seconds` below 30 (default 10) the window's features are
+padded only to that length and run through the CTranslate2 encoder and greedy/beam decoder
+directly: on the 2-core machine the same transcript of our 4 s test window took 0.24 s instead of
+0.67 s (tiny.en, int8; the ASR stage of `benchmarks/live_sessions.py` shows it live). Whisper was
+trained on 30 s inputs; shorter contexts are outside its training distribution (whisper.cpp's
+`audio_ctx` makes the same trade), so 30 restores faster-whisper's own path exactly. Windows longer
+than the context use that path.
+
 Threads: one WhisperModel is shared by all extraction threads and calls are serialised by a lock.
 CTranslate2 runs concurrent calls in parallel only with num_workers > 1, each worker then needing
 its own share of the cores. Measured on the 2-core machine (`python benchmarks/extract_stages.py
@@ -103,6 +112,7 @@ class Transcriber:
         min_speech_ratio: float = 0.1,
         device: str = "cpu",
         cpu_threads: int = 0,
+        context_seconds: float = 30.0,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy import, only where ASR is used
 
@@ -125,7 +135,17 @@ class Transcriber:
         self.language = language or None
         self.beam_size = beam_size
         self.min_speech_ratio = min_speech_ratio
+        self.context_seconds = context_seconds
         self._lock = threading.Lock()
+        from faster_whisper.tokenizer import Tokenizer
+
+        multilingual = self._model.model.is_multilingual
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=(self.language or "en") if multilingual else None,
+        )
         log.info("Whisper %s loaded in %.2f s (%s)", model, time.perf_counter() - t0, source)
 
     @classmethod
@@ -137,6 +157,7 @@ class Transcriber:
             beam_size=asr.beam_size,
             min_speech_ratio=asr.min_speech_ratio,
             device=device,
+            context_seconds=asr.context_seconds,
         )
 
     def transcribe(self, audio16k: np.ndarray | None) -> str:
@@ -149,6 +170,10 @@ class Transcriber:
         if audio16k is None or ratio < self.min_speech_ratio:
             return AsrResult("", False, ratio, False, (time.perf_counter() - t0) * 1e3)
         audio = np.ascontiguousarray(audio16k, dtype=np.float32)
+        if audio.size / 16000 + 0.5 <= self.context_seconds < 30:
+            with self._lock:
+                text = self._transcribe_short(audio)
+            return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3)
         with self._lock:
             segments, _info = self._model.transcribe(
                 audio,
@@ -161,3 +186,24 @@ class Transcriber:
             # Segments are a lazy generator: decoding happens while iterating, so inside the lock.
             text = " ".join(s.text.strip() for s in segments).strip()
         return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3)
+
+    def _transcribe_short(self, audio: np.ndarray) -> str:
+        """Encoder input padded to `context_seconds` instead of 30 s (see the module doc)."""
+        import ctranslate2
+
+        frames = int(self.context_seconds * 100)  # 10 ms mel frames
+        features = self._model.feature_extractor(audio)[:, :frames]  # (n_mels, T)
+        padded = np.zeros((features.shape[0], frames), np.float32)
+        padded[:, : features.shape[1]] = features
+        tok = self._tokenizer
+        prompt = [*tok.sot_sequence, tok.no_timestamps]
+        result = self._model.model.generate(
+            ctranslate2.StorageView.from_array(padded[None]),
+            [prompt],
+            beam_size=self.beam_size,
+            max_length=min(448, len(prompt) + int(self.context_seconds * 8)),
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
+        ids = [i for i in result[0].sequences_ids[0] if i < tok.eot]
+        return str(tok.decode(ids)).strip()

@@ -27,8 +27,8 @@ def _settings(**ingest: object) -> Settings:
     return Settings().replace("ingest", **{**base, **ingest})
 
 
-async def _feed(sink, audio: np.ndarray, seconds: float, fps: int = 10) -> None:  # type: ignore[no-untyped-def]
-    """Push 20 ms audio chunks and `fps` video frames in media time, faster than real time."""
+async def _feed(sink, audio: np.ndarray, seconds: float, fps: int = 10, pace: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Push 20 ms audio chunks and `fps` video frames, paced in real time like a live peer."""
     chunk = 320
     t = 0.0
     frame_i = 0
@@ -42,12 +42,11 @@ async def _feed(sink, audio: np.ndarray, seconds: float, fps: int = 10) -> None:
             frame_i += 1
             next_frame += 1 / fps
         t += chunk / 16000
-        await asyncio.sleep(0)
+        await asyncio.sleep(chunk / 16000 if pace else 0)
 
 
-def _info(session: str, media_seconds: float) -> SessionInfo:
-    # Media zero in the past, so the session clock agrees with the pushed media time.
-    return SessionInfo(session, time.time() - media_seconds, time.monotonic() - media_seconds)
+def _info(session: str) -> SessionInfo:
+    return SessionInfo(session, time.time(), time.monotonic())
 
 
 async def test_windows_carry_speech_faces_and_reuse_frame_features(
@@ -64,7 +63,7 @@ async def test_windows_carry_speech_faces_and_reuse_frame_features(
         published.append(decode(encode(fw)))  # what really crosses Redis
 
     async with IngestPipeline(settings, extractor, publish) as pipeline:
-        sink = pipeline.sink_factory(_info("ingest-1", seconds))
+        sink = pipeline.sink_factory(_info("ingest-1"))
         await _feed(sink, audio, seconds)
         sink.on_close()
         await sink.wait_done()
@@ -116,7 +115,7 @@ async def test_slow_extraction_drops_oldest_windows_and_counts_them(
 
     noise = (0.05 * np.random.default_rng(0).standard_normal(16000 * 6)).astype(np.float32)
     async with IngestPipeline(settings, extractor, slow_publish) as pipeline:
-        sink = pipeline.sink_factory(_info("ingest-slow", 6.0))
+        sink = pipeline.sink_factory(_info("ingest-slow"))
         await _feed(sink, noise, 6.0)
         await asyncio.sleep(0.5)
         cut = pipeline.counters.windows_cut
@@ -132,3 +131,26 @@ async def test_slow_extraction_drops_oldest_windows_and_counts_them(
     seqs = [fw.seq for fw in published]
     assert seqs == sorted(seqs)
     assert seqs[-1] == pipeline.counters.windows_cut - 1  # the newest window survives
+
+
+async def test_frames_behind_at_window_end_are_shed_not_queued(tiny_clip: ClipBackbone) -> None:
+    """Media arriving faster than one frame thread can encode: windows do not wait for the
+    backlog; frames whose job had not started are cancelled and counted."""
+    settings = _settings(window_seconds=1.0, hop_seconds=1.0, video_fps=8.0, extract_threads=1)
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(fw)
+
+    noise = (0.05 * np.random.default_rng(1).standard_normal(16000 * 6)).astype(np.float32)
+    async with IngestPipeline(settings, extractor, publish) as pipeline:
+        sink = pipeline.sink_factory(_info("ingest-shed"))
+        await _feed(sink, noise, 6.0, fps=16, pace=False)
+        sink.on_close()
+        await sink.wait_done()
+    counters = pipeline.counters
+    assert counters.frames_dropped_late + counters.frames_deferred > 0
+    assert counters.windows_published == len(published) >= 1
+    offered = counters.frames_extracted_ahead + counters.frames_deferred
+    assert sum(0 if fw.visual is None else fw.visual.shape[0] for fw in published) < offered

@@ -15,9 +15,11 @@ costs at most the windows that did not fit (and those the inference deadline the
 
 Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in a
 thread of their own, so a window's ASR never queues behind frames): overlapping windows share that
-work, and a window's end waits only for ASR and the text encoder. At most MAX_FRAME_JOBS frames per
-session are in flight; a frame beyond that is left to the window's own extraction (counted as
-deferred), so the frame queue stays bounded.
+work, and a window's end waits only for ASR and the text encoder. When the frame threads fall
+behind, stale frames are shed, never queued without bound: at most MAX_FRAME_JOBS frames per
+session are in flight (a frame beyond that is skipped: `frames_deferred`), and when a window is
+extracted, its frames whose job has not started yet are cancelled and left out
+(`frames_dropped_late`); the window then has fewer face rows, and no face only if none was ready.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +78,9 @@ class IngestCounters:
     publish_retries: int = 0
     frames_extracted_ahead: int = 0
     frames_deferred: int = 0
-    """Frames left to window extraction because MAX_FRAME_JOBS were already in flight."""
+    """Frames skipped because MAX_FRAME_JOBS of their session were already in flight."""
+    frames_dropped_late: int = 0
+    """Frames whose job had not started when their window was extracted (cancelled)."""
 
 
 class IngestPipeline:
@@ -90,8 +94,10 @@ class IngestPipeline:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
         )
-        # Per-frame work has its own thread, so a window's ASR never queues behind frames.
-        self._frame_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
+        # Per-frame work has its own threads, so a window's ASR never queues behind frames.
+        self._frame_pool = ThreadPoolExecutor(
+            max_workers=settings.ingest.extract_threads, thread_name_prefix="frames"
+        )
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
         self.max_unsent = settings.ingest.max_unsent_windows
@@ -118,12 +124,12 @@ class IngestPipeline:
     ) -> FeatureWindow:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, self.extractor.extract, raw, session_id, frames
+            self._pool, self.extractor.extract, raw, session_id, frames, False
         )
 
-    def frame_feature(self, rgb: np.ndarray) -> asyncio.Future[FrameFeature]:
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._frame_pool, self.extractor.frame_feature, rgb)
+    def frame_feature(self, rgb: np.ndarray) -> Future[FrameFeature]:
+        """A concurrent future, so that a job still queued can be cancelled (shed)."""
+        return self._frame_pool.submit(self.extractor.frame_feature, rgb)
 
     async def send(self, fw: FeatureWindow, session: SessionIngest) -> bool:
         """Publish `fw` now (True), or keep it for the sender when Redis is unreachable or older
@@ -218,7 +224,7 @@ class IngestPipeline:
         await self.aclose()
 
 
-def _consume_exception(fut: asyncio.Future[FrameFeature]) -> None:
+def _consume_exception(fut: Future[FrameFeature]) -> None:
     """A frame job nobody awaits (its window was dropped) must not log 'never retrieved'."""
     if not fut.cancelled():
         fut.exception()
@@ -234,7 +240,7 @@ class SessionIngest(MediaSink):
         self.windower = SessionWindower(ingest.window_seconds, ingest.hop_seconds, ingest.video_fps)
         self.max_pending = ingest.max_pending_windows
         self._pending: deque[RawWindow] = deque()
-        self._frame_jobs: dict[float, asyncio.Future[FrameFeature]] = {}
+        self._frame_jobs: dict[float, Future[FrameFeature]] = {}
         self._wake = asyncio.Event()
         self._closing = False
         self.windows_published = 0
@@ -283,15 +289,19 @@ class SessionIngest(MediaSink):
         counters.frames_extracted_ahead += 1
 
     async def _frame_features(self, raw: RawWindow) -> dict[float, FrameFeature]:
-        """Per-frame results for this window's frames (waiting for jobs still running); frames
-        no later window needs are forgotten."""
+        """Per-frame results for this window's frames: done or running jobs are used (waiting
+        for the running ones), jobs still queued are cancelled and counted. Frames no later
+        window needs are forgotten."""
         out: dict[float, FrameFeature] = {}
         for ts, _ in raw.frames:
             job = self._frame_jobs.get(ts)
             if job is None:
                 continue
+            if not job.done() and job.cancel():
+                self.pipeline.counters.frames_dropped_late += 1
+                continue
             try:
-                out[ts] = await job
+                out[ts] = await asyncio.wrap_future(job)
             except Exception:
                 log.exception("session %s: frame features failed", self.info.session_id)
         keep_from = raw.media_start + self.windower.hop

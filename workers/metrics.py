@@ -12,7 +12,8 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_windows_cut_total`, `merclip_ingest_windows_published_total`,
   `merclip_ingest_windows_dropped_total{reason=backlog|windowing|extraction_error|
   publish_error|unsent}`, `merclip_ingest_windows_unsent` (held during a Redis outage),
-  `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`
+  `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`,
+  `merclip_ingest_frames_dropped_late_total`
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|clip_image|
   clip_text|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
@@ -178,7 +179,8 @@ class _IngestCollector(Collector):
             ("windows_cut", "Windows cut from the media streams"),
             ("windows_published", "Windows whose features went to the work stream"),
             ("frames_extracted_ahead", "Sampled frames whose visual features ran on arrival"),
-            ("frames_deferred", "Sampled frames left to window extraction (frame jobs full)"),
+            ("frames_deferred", "Sampled frames skipped: their session's frame jobs were full"),
+            ("frames_dropped_late", "Sampled frames shed: their job had not started by window end"),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))

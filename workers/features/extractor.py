@@ -117,9 +117,11 @@ class WindowExtractor:
         raw: RawWindow,
         session_id: str,
         frame_features: Mapping[float, FrameFeature] | None = None,
+        compute_missing: bool = True,
     ) -> FeatureWindow:
         """Features of one window. `frame_features` (by frame media time) are reused instead of
-        running faces + CLIP again on frames already processed."""
+        running faces + CLIP again on frames already processed; with `compute_missing=False`
+        frames without one are left out (streaming under load sheds them instead of queueing)."""
         stage_ms: dict[str, float] = {}
         known = frame_features or {}
 
@@ -146,6 +148,8 @@ class WindowExtractor:
         for ts, rgb in selected:
             if ts in known:
                 rows.append(known[ts].embedding)
+                continue
+            if not compute_missing:
                 continue
             found = self.faces.crops(rgb, max_faces=1)  # the largest face of this frame
             if found:

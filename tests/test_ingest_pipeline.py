@@ -136,7 +136,8 @@ async def test_slow_extraction_drops_oldest_windows_and_counts_them(
 async def test_frames_behind_at_window_end_are_shed_not_queued(tiny_clip: ClipBackbone) -> None:
     """Media arriving faster than one frame thread can encode: windows do not wait for the
     backlog; frames whose job had not started are cancelled and counted."""
-    settings = _settings(window_seconds=1.0, hop_seconds=1.0, video_fps=8.0, extract_threads=1)
+    # Overlapping windows: a frame shed by one window is seen again by the next.
+    settings = _settings(window_seconds=2.0, hop_seconds=1.0, video_fps=8.0, extract_threads=1)
     extractor = WindowExtractor(settings, tiny_clip, None)
     published: list[FeatureWindow] = []
 
@@ -151,6 +152,36 @@ async def test_frames_behind_at_window_end_are_shed_not_queued(tiny_clip: ClipBa
         await sink.wait_done()
     counters = pipeline.counters
     assert counters.frames_dropped_late + counters.frames_deferred > 0
-    assert counters.windows_published == len(published) >= 1
+    assert counters.windows_published == len(published) >= 2
+    # Every window cut was published or dropped (counted): the session's extraction never died.
+    assert counters.windows_published + counters.windows_dropped_backlog == counters.windows_cut
     offered = counters.frames_extracted_ahead + counters.frames_deferred
     assert sum(0 if fw.visual is None else fw.visual.shape[0] for fw in published) < offered
+
+
+async def test_a_frame_shed_by_an_earlier_window_does_not_kill_the_session(
+    tiny_clip: ClipBackbone,
+) -> None:
+    """Overlapping windows share frames: a frame job cancelled (shed) while extracting window k
+    is met again by window k+1, which must skip it, not die on its cancellation."""
+    from concurrent.futures import Future
+
+    from workers.windowing import RawWindow
+
+    settings = _settings()
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(fw)
+
+    async with IngestPipeline(settings, extractor, publish) as pipeline:
+        sink = pipeline.sink_factory(_info("ingest-cancelled"))
+        frame = face_frame(0, 2, (320, 240), True)
+        shed: Future = Future()
+        shed.cancel()  # what window k left behind
+        sink._frame_jobs[1.5] = shed
+        raw = RawWindow(1, 1.0, 3.0, 0.0, 2.0, None, [(1.5, frame)])
+        assert await sink._frame_features(raw) == {}
+        sink.on_close()
+        await sink.wait_done()

@@ -297,6 +297,8 @@ class SessionIngest(MediaSink):
             job = self._frame_jobs.get(ts)
             if job is None:
                 continue
+            if job.cancelled():  # shed by an earlier, overlapping window
+                continue
             if not job.done() and job.cancel():
                 self.pipeline.counters.frames_dropped_late += 1
                 continue

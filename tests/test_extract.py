@@ -12,6 +12,7 @@ from media import SPEECH_TEXT, face_video
 from merclip.cli import main
 from merclip.data.live_dataset import load_live_dataset
 from merclip.errors import DatasetError
+from merclip.settings import Settings
 from workers.extract import read_labels
 
 pytestmark = pytest.mark.slow
@@ -64,8 +65,10 @@ def test_extract_writes_a_loadable_live_dataset(
     assert talking.id == "talking"
     assert "hello" in ds.transcripts["train"][0].lower()
     assert talking.language is not None and talking.language.shape[1] == 64
-    # 4.5 s clip at 2 fps → 9 sampled frames, capped at max_faces_per_window (8).
-    assert talking.visual is not None and talking.visual.shape == (8, 64)
+    # 4.5 s clip at the default 1 fps → 5 sampled frames, capped at max_faces_per_window (4).
+    assert Settings().ingest.video_fps == 1.0
+    cap = Settings().ingest.max_faces_per_window
+    assert talking.visual is not None and talking.visual.shape == (cap, 64)
     assert talking.audio is not None and talking.audio.shape == (44, 64)
     assert talking.emotion is not None and talking.emotion.tolist() == [1, 0, 0, 1, 0, 0]
     assert talking.sentiment == 1 and talking.regression == pytest.approx(1.6)

@@ -170,3 +170,24 @@ def test_bad_parameters_are_rejected() -> None:
         SessionWindower(4.0, 5.0, 2.0)
     with pytest.raises(ValueError):
         SessionWindower(4.0, 2.0, 0.0)
+
+
+def test_video_ahead_of_audio_does_not_cut_a_window_short() -> None:
+    """Video often arrives a few hundred ms before audio: the window waits for its audio."""
+    w = SessionWindower(4.0, 2.0, 2.0)
+    w.push_audio(np.zeros(int(3.8 * 16000), np.float32), 3.8)
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.3):
+        if w.offer_frame(t):
+            w.push_frame(np.zeros((4, 4, 3), np.uint8), t)
+    assert w.pop_ready(0.0) == []
+    w.push_audio(np.zeros(int(0.2 * 16000), np.float32), 4.0)
+    (window,) = w.pop_ready(0.0)
+    assert window.audio is not None and window.audio.size == 4 * 16000
+
+
+def test_video_only_sessions_are_cut_on_video_time() -> None:
+    w = SessionWindower(2.0, 1.0, 2.0)
+    for i in range(9):
+        if w.offer_frame(0.25 * i):
+            w.push_frame(np.zeros((4, 4, 3), np.uint8), 0.25 * i)
+    assert [x.seq for x in w.pop_ready(0.0)] == [0]

@@ -14,9 +14,11 @@ Video: latest-frame sampling on a grid of 1/video_fps. `offer_frame(t)` answers 
 frame at or after each grid point (and claims that slot), so the caller decodes/converts only those
 frames and simply drops the rest: at most video_fps frames per second whatever the camera sends.
 
-Readiness: a window is emitted by `pop_ready` once media time has reached its end. Media time is
-the furthest point any track has reached (audio samples or offered frames) unless the caller passes
-`media_now` (the session clock), which also lets windows complete when a track stalls.
+Readiness: a window is emitted by `pop_ready` once its end has been reached by the audio track
+when the session has one (ASR needs the whole window: video often arrives a few hundred ms ahead
+of audio, and cutting on it would truncate the window's speech), or by the video track otherwise,
+unless the caller passes `media_now` (the session clock), which lets windows complete when a
+track stalls.
 
 Memory: after each emit, audio and frames older than the next window's start are dropped, so a
 session holds at most window + hop seconds of audio (~380 KB at 4 s / 2 s) and the frames in that
@@ -115,6 +117,11 @@ class SessionWindower:
         """Furthest media time any track has reached."""
         return max(self.audio_end, self._video_time)
 
+    @property
+    def ready_time(self) -> float:
+        """How far windows may be cut: the audio's end if there is audio, else the video's."""
+        return self.audio_end if self._audio_origin is not None else self._video_time
+
     def push_audio(self, samples: np.ndarray, media_time_end: float) -> None:
         """Append float32 mono samples at `sample_rate` that ended arriving at `media_time_end`."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -164,7 +171,7 @@ class SessionWindower:
         `media_now` (the session clock, or the slowest track when decoding a file) overrides the
         default "furthest track" notion of now.
         """
-        now = self.media_time if media_now is None else media_now
+        now = self.ready_time if media_now is None else media_now
         out: list[RawWindow] = []
         while not self.closed:
             start = self._next_seq * self.hop

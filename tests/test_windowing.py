@@ -191,3 +191,16 @@ def test_video_only_sessions_are_cut_on_video_time() -> None:
         if w.offer_frame(0.25 * i):
             w.push_frame(np.zeros((4, 4, 3), np.uint8), 0.25 * i)
     assert [x.seq for x in w.pop_ready(0.0)] == [0]
+
+
+def test_a_late_first_burst_re_anchors_the_audio_clock() -> None:
+    """Capture starts at t=0 but the first second of packets is held up and arrives in a burst
+    at t=1.0; afterwards 20 ms chunks arrive in real time. Media time must follow arrival, not
+    run a second ahead of it (windows would end "in the future")."""
+    w = SessionWindower(2.0, 1.0, 2.0)
+    chunk = np.zeros(320, np.float32)  # 20 ms
+    for _ in range(50):
+        w.push_audio(chunk, 1.0)  # the held-up second, all stamped on arrival
+    for k in range(1, 100):
+        w.push_audio(chunk, 1.0 + 0.02 * k)
+    assert abs(w.audio_end - (1.0 + 0.02 * 99)) <= 0.25

@@ -8,7 +8,9 @@ Audio: the sample count is the clock. The first chunk anchors the audio track at
 `media_time_end - len/16000`; later chunks are appended back to back, because arrival stamps jitter
 by tens of ms while the samples themselves are gap-free. Only when a stamp says the track is more
 than GAP_SECONDS (0.2 s) ahead of the samples (the track paused, packets were lost) is the gap
-filled with zeros, so later audio stays aligned with video.
+filled with zeros, so later audio stays aligned with video; and when the samples run more than
+GAP_SECONDS ahead of the stamps (the first packets arrived late, in a burst), the anchor moves
+earlier, so that windows never end after the moment their audio actually arrived.
 
 Video: latest-frame sampling on a grid of 1/video_fps. `offer_frame(t)` answers True for the first
 frame at or after each grid point (and claims that slot), so the caller decodes/converts only those
@@ -135,6 +137,12 @@ class SessionWindower:
                 fill = int(round(gap * self.sr))
                 self._append(np.zeros(fill, dtype=np.float32))
                 log.debug("audio gap of %.3f s filled with zeros", gap)
+            elif gap < -GAP_SECONDS and self._audio_origin > 0.0:
+                # Samples ahead of their arrival: the first packets came late, in a burst, so the
+                # anchor was late. Re-anchor earlier, or every window would end "in the future".
+                shift = min(-gap, self._audio_origin)
+                self._audio_origin -= shift
+                log.debug("audio re-anchored %.3f s earlier", shift)
         self._append(x)
         self._skip_backlog()
 

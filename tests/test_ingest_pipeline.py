@@ -75,7 +75,7 @@ async def test_windows_carry_speech_faces_and_reuse_frame_features(
     assert all(fw.face_present for fw in published)
     for fw in published:
         assert fw.visual is not None and fw.visual.shape[1] == tiny_clip.embed_dim
-        assert fw.wall_end - fw.wall_start == pytest.approx(fw.media_end - fw.media_start)
+        assert fw.wall_end - fw.wall_start == pytest.approx(fw.media_end - fw.media_start, abs=0.3)
     # Frames were encoded as they arrived and reused, not encoded again per window.
     assert pipeline.counters.frames_extracted_ahead > 0
     assert any("frames_ahead" in fw.stage_ms for fw in published)

@@ -316,8 +316,13 @@ class SessionIngest(MediaSink):
 
     def _enqueue(self, windows: list[RawWindow]) -> None:
         counters = self.pipeline.counters
+        now = time.time()
         for raw in windows:
             counters.windows_cut += 1
+            # A window cannot have ended after the moment its media was complete here: if the
+            # sender's audio clock runs ahead of ours (drift, bursts under GAP_SECONDS), latency
+            # is measured from the cut, never from a window end in the future.
+            raw.wall_end = min(raw.wall_end, now)
             self._pending.append(raw)
             while len(self._pending) > self.max_pending:
                 dropped = self._pending.popleft()

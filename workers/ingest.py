@@ -214,8 +214,9 @@ class IngestPipeline:
             *(s.wait_done() for s in list(self._sessions.values())), return_exceptions=True
         )
         await self._flush_unsent(UNSENT_FLUSH_SECONDS)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._frame_pool.shutdown(wait=True, cancel_futures=True)
+        # Off the loop: a job still running must not freeze every other task while it ends.
+        for pool in (self._pool, self._frame_pool):
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> IngestPipeline:
         return self

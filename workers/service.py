@@ -143,8 +143,12 @@ class LiveService:
         ):
             yield event.to_json_dict()
 
-    async def aclose(self) -> None:
-        await self._stack.aclose()
+    async def aclose(self, timeout: float = 60.0) -> None:
+        """Stop every part, most recent first; give up (logged) after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._stack.aclose(), timeout)
+        except TimeoutError:
+            log.error("live service did not stop within %.0f s; abandoning what is left", timeout)
 
     async def __aenter__(self) -> LiveService:
         try:

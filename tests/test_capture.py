@@ -216,8 +216,8 @@ async def test_microphone_track_resamples_44k1_stereo_at_the_same_level() -> Non
     rms_got = float(np.sqrt(np.mean(got[2000:-2000] ** 2)))
     assert rms_got == pytest.approx(rms_sent, rel=0.02)
     # Still a 300 Hz tone: the resampler did not alias or change the pitch.
-    spectrum = np.abs(np.fft.rfft(got[:AUDIO_RATE // 2 * 2]))
-    peak_hz = np.argmax(spectrum) * AUDIO_RATE / (len(got[:AUDIO_RATE // 2 * 2]))
+    spectrum = np.abs(np.fft.rfft(got[: AUDIO_RATE // 2 * 2]))
+    peak_hz = np.argmax(spectrum) * AUDIO_RATE / (len(got[: AUDIO_RATE // 2 * 2]))
     assert abs(peak_hz - 300) < 5, peak_hz
 
 

@@ -207,8 +207,11 @@ def test_synthetic_is_deterministic_and_has_signal_in_every_modality() -> None:
     y = np.stack([x.emotion for x in a])
     for m in ("language", "visual", "audio"):
         # the mean feature of samples with "happy" differs from those without, per modality
-        rows = [(getattr(x, m).mean(0), lab) for x, lab in zip(a, y[:, 0], strict=True)
-                if getattr(x, m) is not None]
+        rows = [
+            (getattr(x, m).mean(0), lab)
+            for x, lab in zip(a, y[:, 0], strict=True)
+            if getattr(x, m) is not None
+        ]
         has = np.mean([r for r, lab in rows if lab], axis=0)
         no = np.mean([r for r, lab in rows if not lab], axis=0)
         gap = np.linalg.norm(has - no)

@@ -26,8 +26,16 @@ MARGIN = 0.15
 
 def _opts(tmp_path: Path, task: str, **kw: object) -> TrainOptions:
     base = dict(
-        out_dir=tmp_path / task, model="merclip-tiny-live", tasks=(task,), epochs=10,
-        batch_size=64, lr=2e-3, device="cpu", threads=1, synthetic=SMALL, progress=False,
+        out_dir=tmp_path / task,
+        model="merclip-tiny-live",
+        tasks=(task,),
+        epochs=10,
+        batch_size=64,
+        lr=2e-3,
+        device="cpu",
+        threads=1,
+        synthetic=SMALL,
+        progress=False,
     )
     base.update(kw)
     return TrainOptions(**base)  # type: ignore[arg-type]
@@ -56,19 +64,37 @@ def test_sentiment_training_beats_majority_baseline(tmp_path: Path) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     full = train(_opts(tmp_path, "emotion", out_dir=tmp_path / "full", epochs=3, synthetic=TINY))
-    train(_opts(tmp_path, "emotion", out_dir=tmp_path / "cut", epochs=3, synthetic=TINY,
-                stop_after_epoch=2))
+    train(
+        _opts(
+            tmp_path,
+            "emotion",
+            out_dir=tmp_path / "cut",
+            epochs=3,
+            synthetic=TINY,
+            stop_after_epoch=2,
+        )
+    )
     assert len(json.loads((tmp_path / "cut" / "history.json").read_text())["epochs"]) == 2
-    resumed = train(_opts(tmp_path, "emotion", out_dir=tmp_path / "cut", epochs=3,
-                          synthetic=TINY, resume=True))
+    resumed = train(
+        _opts(tmp_path, "emotion", out_dir=tmp_path / "cut", epochs=3, synthetic=TINY, resume=True)
+    )
     assert [e["epoch"] for e in resumed.history["epochs"]] == [1, 2, 3]
     a = load_checkpoint(tmp_path / "full" / "last.pt").state_dict()
     b = load_checkpoint(tmp_path / "cut" / "last.pt").state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
     with pytest.raises(ConfigError, match="another model config"):
-        train(_opts(tmp_path, "emotion", out_dir=tmp_path / "cut", epochs=4, synthetic=TINY,
-                    resume=True, query_word="Mood"))
+        train(
+            _opts(
+                tmp_path,
+                "emotion",
+                out_dir=tmp_path / "cut",
+                epochs=4,
+                synthetic=TINY,
+                resume=True,
+                query_word="Mood",
+            )
+        )
     assert full.best_epoch >= 1
 
 
@@ -76,13 +102,44 @@ def test_cli_train_then_evaluate_writes_report_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    rc = main(["train", "--data", "synthetic", "--model", "merclip-tiny-live", "--task", "both",
-               "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--threads", "1",
-               "--seed", "5", "--out", str(run)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "synthetic",
+            "--model",
+            "merclip-tiny-live",
+            "--task",
+            "both",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--seed",
+            "5",
+            "--out",
+            str(run),
+        ]
+    )
     assert rc == 0
     assert "best checkpoint" in capsys.readouterr().out
-    rc = main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", "synthetic",
-               "--out", str(tmp_path / "eval"), "--device", "cpu"])
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--data",
+            "synthetic",
+            "--out",
+            str(tmp_path / "eval"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -121,13 +178,29 @@ def test_train_on_live_dataset_and_feature_space_check(tmp_path: Path) -> None:
     with LiveDatasetWriter(tmp_path / "live", "merclip-tiny-clip", "", dims) as w:
         for split, samples in splits.items():
             for s in samples:
-                w.add(s.id, split, s.language, s.visual, s.audio, "", s.emotion, s.sentiment,
-                      s.regression)
+                w.add(
+                    s.id,
+                    split,
+                    s.language,
+                    s.visual,
+                    s.audio,
+                    "",
+                    s.emotion,
+                    s.sentiment,
+                    s.regression,
+                )
     result = train(_opts(tmp_path, "sentiment", data=f"live:{tmp_path / 'live'}", epochs=1))
     assert result.test["sentiment"]["model"]["n"] == TINY.n_test
     with pytest.raises(ConfigError, match="feature space"):
-        train(_opts(tmp_path, "sentiment", data=f"live:{tmp_path / 'live'}",
-                    model="merclip-tiny-bench", epochs=1))
+        train(
+            _opts(
+                tmp_path,
+                "sentiment",
+                data=f"live:{tmp_path / 'live'}",
+                model="merclip-tiny-bench",
+                epochs=1,
+            )
+        )
 
 
 def test_train_on_mmsa_pickle_with_mosei_labels(tmp_path: Path) -> None:
@@ -150,7 +223,15 @@ def test_train_on_mmsa_pickle_with_mosei_labels(tmp_path: Path) -> None:
             labels[f"{v}[{k}]"] = [0.0, *(rng.random(6) > 0.6).astype(float)]
     (tmp_path / "aligned_50.pkl").write_bytes(pickle.dumps(data))
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    result = train(_opts(tmp_path, "emotion", data=f"mosei:{tmp_path / 'aligned_50.pkl'}",
-                         emotion_labels=tmp_path / "labels.json", model="merclip-tiny-bench",
-                         epochs=1, batch_size=8))
+    result = train(
+        _opts(
+            tmp_path,
+            "emotion",
+            data=f"mosei:{tmp_path / 'aligned_50.pkl'}",
+            emotion_labels=tmp_path / "labels.json",
+            model="merclip-tiny-bench",
+            epochs=1,
+            batch_size=8,
+        )
+    )
     assert result.test["emotion"]["model"]["n"] == 8

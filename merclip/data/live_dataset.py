@@ -282,8 +282,7 @@ def _samples(z: Any, dims: dict[str, int], where: Path) -> list[Sample]:
             raise DatasetError(f"{where}: {m} arrays do not match meta.json dims / lengths")
         ends = np.cumsum(lengths).tolist()
         seqs[m] = [
-            data[e - k : e] if k > 0 else None
-            for e, k in zip(ends, lengths.tolist(), strict=True)
+            data[e - k : e] if k > 0 else None for e, k in zip(ends, lengths.tolist(), strict=True)
         ]
     emotion, has_emotion = z["emotion"], z["has_emotion"]
     sentiment, regression, ids = z["sentiment"], z["regression"], z["id"]

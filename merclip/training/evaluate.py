@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU."""
+    """ "auto" → CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -198,15 +198,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="synthetic | mosi:PKL | mosei:PKL | live:DIR")
     parser.add_argument("--emotion-labels", type=Path, default=None)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--task", choices=("emotion", "sentiment"), default=None,
-                        help="default: every task of the checkpoint")
-    parser.add_argument("--history", type=Path, default=None,
-                        help="training history.json (default: next to the checkpoint)")
+    parser.add_argument(
+        "--task",
+        choices=("emotion", "sentiment"),
+        default=None,
+        help="default: every task of the checkpoint",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="training history.json (default: next to the checkpoint)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="synthetic data seed (default: the checkpoint's training seed)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="synthetic data seed (default: the checkpoint's training seed)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,8 +236,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     for task, entry in report["tasks"].items():
         m = entry["model"]
-        keys = ("accuracy", "precision", "recall", "f1") if task == "emotion" else (
-            "acc2", "f1", "acc2_has0", "f1_has0", "acc7", "mae", "corr")
+        keys = (
+            ("accuracy", "precision", "recall", "f1")
+            if task == "emotion"
+            else ("acc2", "f1", "acc2_has0", "f1_has0", "acc7", "mae", "corr")
+        )
         shown = ", ".join(f"{k}={m[k]:.4f}" for k in keys if k in m)
         print(f"{task} ({report['split']}, n={report['n']}): {shown}")
     print(f"report: {Path(args.out) / 'report.json'}")

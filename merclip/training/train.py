@@ -107,9 +107,7 @@ def selection_score(metrics: dict[str, dict[str, Any]]) -> float:
     return float(np.mean([m["f1"] for m in metrics.values()]))
 
 
-def build_config(
-    opts: TrainOptions, source: DataSource
-) -> MerClipConfig:
+def build_config(opts: TrainOptions, source: DataSource) -> MerClipConfig:
     """The model config for this run: named config + tasks, query word, data dims."""
     config = load_model_config(opts.model)
     changes: dict[str, Any] = {"tasks": list(opts.tasks), **opts.overrides}
@@ -153,7 +151,10 @@ def _targets(samples: Sequence[Sample], task: str) -> torch.Tensor:
 
 
 def _batch_loss(
-    model: MerClip, samples: Sequence[Sample], tasks: Sequence[str], device: torch.device,
+    model: MerClip,
+    samples: Sequence[Sample],
+    tasks: Sequence[str],
+    device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> torch.Tensor | None:
     """Sum over tasks of the loss on the samples labelled for that task."""
@@ -163,8 +164,9 @@ def _batch_loss(
         if not labelled:
             continue
         batch = collate(labelled, model.dims).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
             out = model(batch, task, _targets(labelled, task).to(device))
         loss = out.loss.float()  # type: ignore[union-attr]
         total = loss if total is None else total + loss
@@ -173,7 +175,10 @@ def _batch_loss(
 
 @torch.no_grad()
 def _valid_loss(
-    model: MerClip, samples: Sequence[Sample], tasks: Sequence[str], batch_size: int,
+    model: MerClip,
+    samples: Sequence[Sample],
+    tasks: Sequence[str],
+    batch_size: int,
     device: torch.device,
 ) -> float:
     model.eval()
@@ -240,8 +245,11 @@ def train(opts: TrainOptions) -> TrainResult:
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / opts.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=opts.lr, total_steps=max(1, steps_per_epoch * opts.epochs),
-        pct_start=0.1, anneal_strategy="cos",
+        optimizer,
+        max_lr=opts.lr,
+        total_steps=max(1, steps_per_epoch * opts.epochs),
+        pct_start=0.1,
+        anneal_strategy="cos",
     )
     amp_dtype: torch.dtype | None = None
     if device.type == "cuda":
@@ -263,8 +271,11 @@ def train(opts: TrainOptions) -> TrainResult:
         order = torch.randperm(len(train_set), generator=shuffle).tolist()
         losses: list[float] = []
         bar = tqdm(
-            range(0, len(order), opts.batch_size), desc=f"epoch {epoch}/{opts.epochs}",
-            disable=not opts.progress, leave=False, file=sys.stderr,
+            range(0, len(order), opts.batch_size),
+            desc=f"epoch {epoch}/{opts.epochs}",
+            disable=not opts.progress,
+            leave=False,
+            file=sys.stderr,
         )
         for i in bar:
             chunk = [train_set[j] for j in order[i : i + opts.batch_size]]
@@ -316,8 +327,13 @@ def train(opts: TrainOptions) -> TrainResult:
         (out / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
         log.info(
             "epoch %d/%d: train loss %.4f, valid loss %.4f, valid score %.4f%s (%.1fs)",
-            epoch, opts.epochs, record["train_loss"], record["valid_loss"], score,
-            " (best)" if best_epoch == epoch else "", record["seconds"],
+            epoch,
+            opts.epochs,
+            record["train_loss"],
+            record["valid_loss"],
+            score,
+            " (best)" if best_epoch == epoch else "",
+            record["seconds"],
         )
         if opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
             break
@@ -372,31 +388,47 @@ def _jsonable(value: Any) -> Any:
 # -- command line --------------------------------------------------------------------------------
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `ablate-query`."""
-    parser.add_argument("--data", default="synthetic",
-                        help="synthetic | mosi:PKL | mosei:PKL | live:DIR (default synthetic)")
-    parser.add_argument("--emotion-labels", type=Path, default=None,
-                        help="CMU-MOSEI emotion labels (.csd, .pkl or .json) for mosei: data")
-    parser.add_argument("--task", choices=("emotion", "sentiment", "both"), default=None,
-                        help="default: train.task")
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic | mosi:PKL | mosei:PKL | live:DIR (default synthetic)",
+    )
+    parser.add_argument(
+        "--emotion-labels",
+        type=Path,
+        default=None,
+        help="CMU-MOSEI emotion labels (.csd, .pkl or .json) for mosei: data",
+    )
+    parser.add_argument(
+        "--task", choices=("emotion", "sentiment", "both"), default=None, help="default: train.task"
+    )
     parser.add_argument("--model", default=None, help="named model config (default: model.name)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
-    parser.add_argument("--clip-pretrained", default=None,
-                        help="CLIP weights for the text tower (tag or file)")
+    parser.add_argument(
+        "--clip-pretrained", default=None, help="CLIP weights for the text tower (tag or file)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="run directory")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--query-word", default=None,
-                        help="query word (default train.query_word; 'none' = prompts only)")
+    parser.add_argument(
+        "--query-word",
+        default=None,
+        help="query word (default train.query_word; 'none' = prompts only)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--stop-after-epoch", type=int, default=None,
-                        help="stop after this epoch; continue later with --resume")
+    parser.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        help="stop after this epoch; continue later with --resume",
+    )
 
 
 def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOptions:
@@ -430,8 +462,10 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOpti
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     result = train(options_from_args(args, settings))
-    print(f"best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
-          f"valid score {result.best_score:.4f})")
+    print(
+        f"best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "
+        f"valid score {result.best_score:.4f})"
+    )
     for task, entry in result.test.items():
         m, b = entry["model"], entry["baseline"]
         print(f"{task} test: model F1 {m['f1']:.4f} vs label-frequency baseline {b['f1']:.4f}")

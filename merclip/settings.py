@@ -115,10 +115,14 @@ class RedisSettings:
     prefix: str = "merclip"
     windows_maxlen: int = 10000
     events_maxlen: int = 1000
+    events_ttl_s: int = 86400
+    """A session's event history expires this long after its latest event (0: never), so
+    Redis memory is bounded by the traffic of one TTL, however many sessions come and go."""
 
     def validate(self) -> None:
         _check(self.windows_maxlen >= 10, "redis.windows_maxlen", "must be >= 10")
         _check(self.events_maxlen >= 1, "redis.events_maxlen", "must be >= 1")
+        _check(self.events_ttl_s >= 0, "redis.events_ttl_s", "must be >= 0 (0: never expire)")
         _check(bool(self.prefix) and ":" not in self.prefix, "redis.prefix", "non-empty, no ':'")
 
 

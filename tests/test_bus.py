@@ -174,6 +174,30 @@ async def test_event_stream_is_capped(redis_url: str) -> None:
     assert kept[-1].seq == 399 and [e.seq for e in kept] == sorted(e.seq for e in kept)
 
 
+async def test_session_history_expires_after_the_ttl(redis_url: str) -> None:
+    """Sessions that come and go must not grow Redis forever: each session's event stream
+    expires events_ttl_s after its latest event, and the live list forgets it too."""
+    async with prefix_on(redis_url) as prefix:
+        settings = RedisSettings(prefix=prefix, events_ttl_s=1)
+        async with Bus.connect(redis_url, settings) as bus:
+            await bus.write_event(make_event("old", 0))
+            raw = aioredis.from_url(redis_url)
+            ttl = await raw.ttl(f"{prefix}:{{old}}:events")
+            assert 0 < ttl <= 1
+            await asyncio.sleep(2.2)
+            assert await raw.exists(f"{prefix}:{{old}}:events") == 0
+            await bus.write_event(make_event("new", 0))
+            await raw.aclose()
+            assert await bus.events("old", 10) == []
+            assert await bus.sessions() == ["new"]
+        forever = RedisSettings(prefix=prefix, events_ttl_s=0)
+        async with Bus.connect(redis_url, forever) as bus:
+            await bus.write_event(make_event("kept", 0))
+            raw = aioredis.from_url(redis_url)
+            assert await raw.ttl(f"{prefix}:{{kept}}:events") == -1  # no expiry
+            await raw.aclose()
+
+
 async def test_events_replay_in_order_and_across_sessions(bus: Bus) -> None:
     for i in range(5):
         await bus.write_event(make_event("a", i, wall_end=1000.0 + 2 * i))

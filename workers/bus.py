@@ -8,12 +8,14 @@ for consumers in other languages):
                         consumer_group`). Entry field `m` = schemas.encode(window).
 - `P:dead`              stream, dead letters: fields `m` (the raw entry bytes), `entry_id`,
                         `reason`, `deliveries`, `wall` (unix time). MAXLEN ~ windows_maxlen.
-- `P:{S}:events`        stream, capped per-session event history (MAXLEN ~ redis.events_maxlen);
+- `P:{S}:events`        stream, capped per-session event history (MAXLEN ~ redis.events_maxlen),
+                        expiring redis.events_ttl_s after the session's latest event;
                         fields `m` = schemas.encode(EmotionEvent), `id` = its event_id. `{S}` is a
                         Redis Cluster hash tag: all keys of one session live in one slot.
 - `P:{S}:seen:<id>`     string with a TTL (dedup_ttl_s, default 1 h): marks an event id as
                         written, so a redelivered window never adds a second event.
-- `P:sessions`          sorted set: session id → unix time of its latest event (the live list).
+- `P:sessions`          sorted set: session id → unix time of its latest event (the live list);
+                        members older than redis.events_ttl_s are dropped on each write.
 - `P:events`            pub/sub channel, every session's events (payload = the `m` bytes).
 - `P:events:S`          pub/sub channel, one session's events.
 
@@ -66,6 +68,9 @@ Windows older than inference.deadline_seconds are skipped anyway, so one hour is
 _WRITE_EVENT_LUA = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'id', ARGV[2])
+  if tonumber(ARGV[7]) > 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[7])
+  end
   redis.call('PUBLISH', ARGV[5], ARGV[1])
   redis.call('PUBLISH', ARGV[6], ARGV[1])
   return id
@@ -504,14 +509,18 @@ class Bus:
                     self.dedup_ttl_s,
                     self.keys.events_channel,
                     self.keys.session_channel(ev.session_id),
+                    self.settings.events_ttl_s,
                 ],
             ),
         )
         if written is None:
             return False
-        await self._call(
-            "ZADD sessions", self._r.zadd(self.keys.sessions, {ev.session_id: time.time()})
-        )
+        now = time.time()
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zadd(self.keys.sessions, {ev.session_id: now})
+        if self.settings.events_ttl_s > 0:  # the live list forgets what the history forgot
+            pipe.zremrangebyscore(self.keys.sessions, "-inf", now - self.settings.events_ttl_s)
+        await self._call("ZADD sessions", pipe.execute())
         return True
 
     def _decode_events(self, entries: list) -> list[EmotionEvent]:

@@ -51,7 +51,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from merclip.settings import Settings
 from stream.errors import StreamError
-from stream.file_client import CONNECT_TIMEOUT_SECONDS, connect_peer
+from stream.file_client import PeerWatch, connect_peer, first_of
 
 __all__ = [
     "AUDIO_RATE",
@@ -662,26 +662,7 @@ async def capture(
         raise
     if on_session is not None:
         on_session(sid)
-    ended = asyncio.Event()
-    connected = asyncio.Event()
-    failed = asyncio.Event()
-    remaining = len(tracks)
-
-    def on_ended() -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            ended.set()
-
-    for track in tracks:
-        track.on("ended", on_ended)
-
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        if pc.connectionState == "connected":
-            connected.set()
-        elif pc.connectionState in ("failed", "closed"):
-            failed.set()
+    watch = PeerWatch(pc, tracks)
 
     reader = (
         asyncio.create_task(read_events(url, sid, count_event), name="capture-events")
@@ -690,19 +671,12 @@ async def capture(
     )
     started = time.monotonic()
     try:
-        if not await _first(connected, failed, timeout=CONNECT_TIMEOUT_SECONDS):
-            raise CaptureError(
-                f"session {sid}: no WebRTC connection within {CONNECT_TIMEOUT_SECONDS:.0f} s "
-                "(is UDP between you and the server blocked? pass --ice-server)"
-            )
-        if failed.is_set():
-            raise CaptureError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        await watch.until_connected(sid, CaptureError, "pass --ice-server")
         started = time.monotonic()
         log.info("session %s: connected, streaming %s", sid, " + ".join(t.kind for t in tracks))
-        waits = [ended, failed] + ([_task_done(reader)] if reader is not None else [])
-        await _first(*waits, timeout=seconds)
-        if failed.is_set() and not ended.is_set():
-            raise CaptureError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        waits = [watch.ended, watch.failed] + ([_task_done(reader)] if reader is not None else [])
+        await first_of(*waits, timeout=seconds)
+        watch.raise_if_failed(sid, CaptureError)
         if reader is not None and reader.done():
             reader.result()  # an SSE failure surfaces here
     finally:
@@ -739,17 +713,6 @@ def _task_done(task: asyncio.Task[Any]) -> asyncio.Event:
     done = asyncio.Event()
     task.add_done_callback(lambda _: done.set())
     return done
-
-
-async def _first(*events: asyncio.Event, timeout: float | None) -> bool:
-    """Wait until one of `events` is set or `timeout` passes; True when one was set."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-    return bool(done)
 
 
 # -- command --------------------------------------------------------------------------------

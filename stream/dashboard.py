@@ -17,8 +17,6 @@ workers.subscriber).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from stream import sse
 
 __all__ = [
     "DASHBOARD_QUEUE_SIZE",
@@ -50,7 +50,6 @@ a connection starts with a replay of every session's recent history, written in 
 DASHBOARD_REPLAY = 300
 """How many recent events (over all sessions) a feed factory should replay on connect: about
 ten minutes of one session at a 2 s hop, or the last minute of ten."""
-KEEPALIVE_SECONDS = 15.0
 
 DASHBOARD_EVENTS_DROPPED = Counter(
     "merclip_dashboard_events_dropped", "Events dropped because a dashboard read them too slowly"
@@ -95,7 +94,13 @@ def add_dashboard(
         assert task is not None
         streams.add(task)
         try:
-            return await _serve_feed(request, events_factory())
+            return await sse.relay(
+                request,
+                events_factory(),
+                queue_size=DASHBOARD_QUEUE_SIZE,
+                dropped_counter=DASHBOARD_EVENTS_DROPPED,
+                what="dashboard",
+            )
         finally:
             streams.discard(task)
 
@@ -139,72 +144,3 @@ def create_dashboard_app(
     app.router.add_get("/metrics", metrics)
     add_dashboard(app, events_factory, overview, static_dir=static_dir)
     return app
-
-
-async def _serve_feed(
-    request: web.Request, source: AsyncIterator[Mapping[str, Any]]
-) -> web.StreamResponse:
-    """Relay `source` as SSE. A pump task fills a bounded queue, so a slow page never stalls the
-    Redis subscription behind it: the oldest queued events are dropped and counted."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(DASHBOARD_QUEUE_SIZE)
-    dropped = 0
-
-    def put(item: Mapping[str, Any] | None) -> None:
-        nonlocal dropped
-        if queue.full():
-            queue.get_nowait()
-            dropped += 1
-            DASHBOARD_EVENTS_DROPPED.inc()
-        queue.put_nowait(item)
-
-    async def pump() -> None:
-        try:
-            async for event in source:
-                put(event)
-        except Exception as exc:
-            log.warning("dashboard feed ended: %s", exc)
-        finally:
-            put(None)
-
-    pump_task = asyncio.create_task(pump(), name="dashboard-feed")
-    try:
-        await response.write(b"retry: 2000\n\n")
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if event is None:
-                break
-            await response.write(_sse_message(event))
-    except ConnectionResetError:
-        pass  # the page went away
-    finally:
-        pump_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump_task
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-        if dropped:
-            log.info("dashboard: dropped %d events for a slow page", dropped)
-    return response
-
-
-def _sse_message(event: Mapping[str, Any]) -> bytes:
-    lines = []
-    event_id = event.get("event_id")
-    if isinstance(event_id, str) and "\n" not in event_id:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(event, separators=(",", ":")))
-    return ("\n".join(lines) + "\n\n").encode()

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,9 +31,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from merclip.settings import Settings
 from stream.errors import StreamError
-from stream.peer import ice_configuration, use_loopback_candidates
+from stream.peer import ice_configuration, is_loopback_host, use_loopback_candidates
 
 __all__ = [
+    "PeerWatch",
+    "first_of",
     "OfferRejectedError",
     "GainTrack",
     "add_arguments",
@@ -107,13 +108,7 @@ def _audio_channels(path: str | Path) -> int:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 async def connect_peer(
@@ -180,41 +175,13 @@ async def stream_file(
     pc, sid = await connect_peer(
         url, tracks, session_id=session_id, loopback=loopback or None, token=token
     )
-    ended = asyncio.Event()
-    failed = asyncio.Event()
-    remaining = len(tracks)
-
-    def on_ended() -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            ended.set()
-
-    for track in tracks:
-        track.on("ended", on_ended)
-
-    connected = asyncio.Event()
-
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        if pc.connectionState == "connected":
-            connected.set()
-        elif pc.connectionState in ("failed", "closed"):
-            failed.set()
-
+    watch = PeerWatch(pc, tracks)
     try:
-        if not await _first(connected, failed, timeout=CONNECT_TIMEOUT_SECONDS):
-            raise StreamError(
-                f"session {sid}: no WebRTC connection within {CONNECT_TIMEOUT_SECONDS:.0f} s "
-                "(is UDP between you and the server blocked? configure server.ice_servers)"
-            )
-        if failed.is_set():
-            raise StreamError(f"session {sid}: the WebRTC connection {pc.connectionState}")
+        await watch.until_connected(sid, StreamError, "configure server.ice_servers")
         started = time.monotonic()
-        await _first(ended, failed, timeout=seconds)
-        if failed.is_set() and not ended.is_set():
-            raise StreamError(f"session {sid}: the WebRTC connection {pc.connectionState}")
-        if ended.is_set():
+        await first_of(watch.ended, watch.failed, timeout=seconds)
+        watch.raise_if_failed(sid, StreamError)
+        if watch.ended.is_set():
             await asyncio.sleep(DRAIN_SECONDS)  # the last packets are still in flight
         log.info("session %s: streamed %.1f s of %s", sid, time.monotonic() - started, path)
         return sid
@@ -224,7 +191,49 @@ async def stream_file(
         await pc.close()
 
 
-async def _first(*events: asyncio.Event, timeout: float | None) -> bool:
+class PeerWatch:
+    """What a sending client waits on: the peer connected, failed (or closed), or every track
+    ended (the file or the capture stopped)."""
+
+    def __init__(self, pc: RTCPeerConnection, tracks: Sequence[MediaStreamTrack]) -> None:
+        self.pc = pc
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.ended = asyncio.Event()
+        self._remaining = len(tracks)
+        for track in tracks:
+            track.on("ended", self._on_track_ended)
+        pc.on("connectionstatechange", self._on_state)
+
+    def _on_track_ended(self) -> None:
+        self._remaining -= 1
+        if self._remaining == 0:
+            self.ended.set()
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
+        elif self.pc.connectionState in ("failed", "closed"):
+            self.failed.set()
+
+    async def until_connected(self, sid: str, error: type[StreamError], hint: str) -> None:
+        """Wait for the connection; `error` (with `hint` on what to check) when it fails or
+        does not come within CONNECT_TIMEOUT_SECONDS."""
+        if not await first_of(self.connected, self.failed, timeout=CONNECT_TIMEOUT_SECONDS):
+            raise error(
+                f"session {sid}: no WebRTC connection within {CONNECT_TIMEOUT_SECONDS:.0f} s "
+                f"(is UDP between you and the server blocked? {hint})"
+            )
+        if self.failed.is_set():
+            raise error(f"session {sid}: the WebRTC connection {self.pc.connectionState}")
+
+    def raise_if_failed(self, sid: str, error: type[StreamError]) -> None:
+        """After streaming: a connection lost before the tracks ended is an error."""
+        if self.failed.is_set() and not self.ended.is_set():
+            raise error(f"session {sid}: the WebRTC connection {self.pc.connectionState}")
+
+
+async def first_of(*events: asyncio.Event, timeout: float | None) -> bool:
     """Wait until one of `events` is set or `timeout` passes; True when one was set."""
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:

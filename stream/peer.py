@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from stream.errors import BadOfferError
 
 __all__ = [
     "MediaSink",
+    "is_loopback_host",
     "PeerSession",
     "SessionInfo",
     "SessionStats",
@@ -120,6 +122,17 @@ def _get_host_addresses_with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[st
     if use_ipv4 and "127.0.0.1" not in addresses:
         addresses.append("127.0.0.1")
     return addresses
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1): whether peers on this
+    host need loopback ICE candidates, and whether a server bound there may skip auth."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def use_loopback_candidates() -> None:

@@ -29,14 +29,12 @@ client that lost its connection (aiortc has no ICE restart) can come back under 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from merclip.errors import ConfigError
 from merclip.settings import Settings
+from stream import sse
 from stream.auth import (
     AuthError,
     Claims,
@@ -69,6 +68,7 @@ from stream.peer import (
     PeerSession,
     SessionInfo,
     ice_configuration,
+    is_loopback_host,
     use_loopback_candidates,
 )
 
@@ -93,7 +93,6 @@ SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SDP_LINE_RE = re.compile(r"^[a-z]=")
 EVENTS_QUEUE_SIZE = 64
 """Events buffered per page connection; when the page reads slower, the oldest are dropped."""
-SSE_KEEPALIVE_SECONDS = 15.0
 RETRY_AFTER_SECONDS = 5
 
 
@@ -256,7 +255,7 @@ def create_app(
     """
     server = settings.server
     if loopback is None:
-        loopback = _is_loopback(server.host)
+        loopback = is_loopback_host(server.host)
     if loopback:
         use_loopback_candidates()
     static = static_dir or STATIC_DIR
@@ -348,7 +347,13 @@ def create_app(
         assert task is not None
         sse_tasks.add(task)
         try:
-            return await _serve_events(request, events_factory(session_id))
+            return await sse.relay(
+                request,
+                events_factory(session_id),
+                queue_size=EVENTS_QUEUE_SIZE,
+                dropped_counter=EVENTS_DROPPED,
+                what="events",
+            )
         finally:
             sse_tasks.discard(task)
 
@@ -470,83 +475,3 @@ def _check_sdp(sdp: str) -> None:
 
 def _error(status: int, code: str, detail: str) -> web.Response:
     return web.json_response({"error": code, "detail": detail}, status=status)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# -- server-sent events ----------------------------------------------------------------------
-
-
-async def _serve_events(
-    request: web.Request, source: AsyncIterator[Mapping[str, Any]]
-) -> web.StreamResponse:
-    """Relay `source` to the client as SSE. A pump task fills a bounded queue so that a slow
-    page never stalls the source (oldest events are dropped and counted)."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(EVENTS_QUEUE_SIZE)
-    dropped = 0
-
-    async def pump() -> None:
-        nonlocal dropped
-        try:
-            async for event in source:
-                if queue.full():
-                    queue.get_nowait()
-                    dropped += 1
-                    EVENTS_DROPPED.inc()
-                queue.put_nowait(event)
-        finally:
-            if queue.full():
-                queue.get_nowait()
-                dropped += 1
-                EVENTS_DROPPED.inc()
-            queue.put_nowait(None)
-
-    pump_task = asyncio.create_task(pump(), name="sse-pump")
-    try:
-        await response.write(b"retry: 2000\n\n")
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if event is None:
-                break
-            await response.write(_sse_message(event))
-    except ConnectionResetError:
-        pass  # the page went away
-    finally:
-        pump_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump_task
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-        if dropped:
-            log.info("events: dropped %d events for a slow page", dropped)
-    return response
-
-
-def _sse_message(event: Mapping[str, Any]) -> bytes:
-    lines = []
-    event_id = event.get("event_id")
-    if isinstance(event_id, str) and "\n" not in event_id:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(event, separators=(",", ":")))
-    return ("\n".join(lines) + "\n\n").encode()

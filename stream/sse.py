@@ -1,0 +1,102 @@
+"""Server-sent events: relay an async source of JSON-able events to one HTTP client.
+
+Both the events endpoint (`/events`, stream/server.py) and the dashboard feed (stream/dashboard.py)
+relay a Redis subscription to a browser. A pump task fills a bounded queue, so a slow page never
+stalls the subscription behind it: when the queue is full the oldest queued event is dropped and
+counted. A comment line every `keepalive_s` keeps proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter
+
+__all__ = ["KEEPALIVE_SECONDS", "relay", "sse_message"]
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 15.0
+
+
+async def relay(
+    request: web.Request,
+    source: AsyncIterator[Mapping[str, Any]],
+    *,
+    queue_size: int,
+    dropped_counter: Counter,
+    what: str,
+    keepalive_s: float = KEEPALIVE_SECONDS,
+) -> web.StreamResponse:
+    """Stream `source` to the client until it ends or the client goes away; then close it.
+    `what` names the feed in logs; `dropped_counter` counts events dropped for a slow client."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(queue_size)
+    dropped = 0
+
+    def put(item: Mapping[str, Any] | None) -> None:
+        nonlocal dropped
+        if queue.full():
+            queue.get_nowait()
+            dropped += 1
+            dropped_counter.inc()
+        queue.put_nowait(item)
+
+    async def pump() -> None:
+        try:
+            async for event in source:
+                put(event)
+        except Exception as exc:  # noqa: BLE001 - the feed ends; the client reconnects
+            log.warning("%s feed ended: %s", what, exc)
+        finally:
+            put(None)
+
+    pump_task = asyncio.create_task(pump(), name=f"{what}-sse-pump")
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), keepalive_s)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                break
+            await response.write(sse_message(event))
+    except ConnectionResetError:
+        pass  # the page went away
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump_task
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if dropped:
+            log.info("%s: dropped %d events for a slow page", what, dropped)
+    return response
+
+
+def sse_message(event: Mapping[str, Any]) -> bytes:
+    """One SSE message: `id:` the event id (so a reconnecting page can say where it was), `data:`
+    the event as compact JSON."""
+    lines = []
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and "\n" not in event_id:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(event, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()

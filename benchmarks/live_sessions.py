@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,8 +35,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from media import face_frame, read_wav_16k, speech_wav  # noqa: E402
+from serve_process import RssSeries, ServeProcess  # noqa: E402
 
 from stream.file_client import stream_file  # noqa: E402
 from workers.schemas import EmotionEvent  # noqa: E402
@@ -96,29 +94,6 @@ def make_media(directory: Path, seconds: float, fps: int = 15) -> Path:
         for p in as_.encode():
             c.mux(p)
     return out
-
-
-class RssSampler(threading.Thread):
-    """Peak RSS of a process and its children, sampled every 0.5 s."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.samples: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.monotonic()
-        while not self.stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in procs)
-            except psutil.Error:
-                break
-            self.peak = max(self.peak, rss)
-            self.samples.append((time.monotonic() - t0, rss))
-            self.stop.wait(0.5)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -214,8 +189,6 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
     media = make_media(work, args.seconds + 2)
     env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "MERCLIP_CLIP_MODEL": args.clip_model,
         "MERCLIP_MODEL_NAME": args.model,
         "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
@@ -225,32 +198,24 @@ def main() -> int:
     }
     if args.video_fps is not None:
         env["MERCLIP_INGEST_VIDEO_FPS"] = str(args.video_fps)
-    env.pop("MERCLIP_REDIS_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
-        cwd=work, env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    # A killed benchmark must not leave the server behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    atexit.register(lambda: proc.poll() is None and proc.kill())
-    assert proc.stdout is not None
     print(
         f"streaming {args.sessions} session(s) of {media.name} for {args.seconds:.0f} s ...",
         file=sys.stderr,
     )
-    line = proc.stdout.readline()
-    if "serving at" not in line:
-        proc.kill()
-        print("serve failed to start", file=sys.stderr)
-        return 1
-    url = line.split("serving at", 1)[1].strip()
-    # The embedded Redis URL is not printed; find its port from the child process.
-    redis_child = next(
-        c for c in psutil.Process(proc.pid).children() if "redis-server" in " ".join(c.cmdline())
-    )
-    port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
-    redis_url = f"redis://127.0.0.1:{port}/0"
-    sampler = RssSampler(proc.pid)
+    with ServeProcess(env, work) as serve:
+        result = measure(args, serve, media)
+    result["clip_model"] = args.clip_model
+    result["client_nice"] = args.client_nice
+    result["cpu_count"] = os.cpu_count()
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def measure(args: argparse.Namespace, serve: ServeProcess, media: Path) -> dict:
+    """Run the sessions against `serve`; the result with CPU use and peak RSS."""
+    sampler = RssSeries(serve.pid, every=0.5)
     sampler.start()
     # The WebRTC clients (file decoding + VP8/Opus encoding) share this machine with the server;
     # real clients are browsers elsewhere. Lower their priority so the server is measured, not the
@@ -263,36 +228,26 @@ def main() -> int:
         procs = [p, *p.children(recursive=True)]
         return sum(sum(q.cpu_times()[:2]) for q in procs)
 
+    serve_proc = psutil.Process(serve.pid)
     serve_cpu0, client_cpu0, wall0 = (
-        cpu_seconds(sampler.proc),
+        cpu_seconds(serve_proc),
         cpu_seconds(psutil.Process()),
         time.monotonic(),
     )
     try:
-        result = asyncio.run(run_bench(args, url, redis_url, media))
+        result = asyncio.run(run_bench(args, serve.url, serve.redis_url, media))
         wall = time.monotonic() - wall0
         # Cores in use on average: the server's, and the benchmark client's (which shares this
         # machine here; a real client is a browser elsewhere).
+        serve_cores = (cpu_seconds(serve_proc) - serve_cpu0) / wall
         result["cpu_cores_used"] = {
-            "serve": round((cpu_seconds(sampler.proc) - serve_cpu0) / wall, 2),
-            "client": round(
-                (cpu_seconds(psutil.Process()) - client_cpu0) / wall
-                - (cpu_seconds(sampler.proc) - serve_cpu0) / wall,
-                2,
-            ),
+            "serve": round(serve_cores, 2),
+            "client": round((cpu_seconds(psutil.Process()) - client_cpu0) / wall - serve_cores, 2),
         }
     finally:
         sampler.stop.set()
-        proc.send_signal(2)
-        proc.wait(timeout=60)
     result["peak_rss_mb_all_serve_processes"] = round(sampler.peak / 2**20)
-    result["clip_model"] = args.clip_model
-    result["client_nice"] = args.client_nice
-    result["cpu_count"] = os.cpu_count()
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":

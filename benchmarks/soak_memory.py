@@ -23,15 +23,12 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,31 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from live_sessions import make_media  # noqa: E402
+from serve_process import RssSeries, ServeProcess  # noqa: E402
 
 from stream.file_client import stream_file  # noqa: E402
 from workers.subscriber import subscribe  # noqa: E402
-
-
-class RssSeries(threading.Thread):
-    """RSS of a process tree, sampled every `every` seconds: [(t, total_bytes, {name: bytes})]."""
-
-    def __init__(self, pid: int, every: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.every = every
-        self.samples: list[tuple[float, int, dict[str, int]]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.monotonic()
-        while not self.stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                parts = {f"{p.name()}[{p.pid}]": p.memory_info().rss for p in procs}
-            except psutil.Error:
-                break
-            self.samples.append((time.monotonic() - t0, sum(parts.values()), parts))
-            self.stop.wait(self.every)
 
 
 async def soak(url: str, redis_url: str, media: Path, args: argparse.Namespace) -> dict:
@@ -117,38 +93,19 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="merclip-soak-"))
     media = make_media(work, 30.0)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    env["MERCLIP_SERVER_MAX_SESSIONS"] = str(max(8, args.sessions))
+    env = {"MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions))}
     if args.tiny:
         env["MERCLIP_MODEL_NAME"] = "merclip-tiny-live"
         env["MERCLIP_CLIP_MODEL"] = "merclip-tiny-clip"
-    env.pop("MERCLIP_REDIS_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
-        cwd=work, env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving at" not in line:
-        proc.kill()
-        print("serve failed to start", file=sys.stderr)
-        return 1
-    url = line.split("serving at", 1)[1].strip()
-    redis_child = next(
-        c for c in psutil.Process(proc.pid).children() if "redis-server" in " ".join(c.cmdline())
-    )
-    port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
-    series = RssSeries(proc.pid)
-    series.start()
-    redis_url = f"redis://127.0.0.1:{port}/0"
     redis_stats: dict[str, int] = {}
-    try:
-        counts = asyncio.run(soak(url, redis_url, media, args))
-        redis_stats = redis_memory(redis_url)
-    finally:
-        series.stop.set()
-        proc.send_signal(2)
-        proc.wait(timeout=60)
+    with ServeProcess(env, work) as serve:
+        series = RssSeries(serve.pid)
+        series.start()
+        try:
+            counts = asyncio.run(soak(serve.url, serve.redis_url, media, args))
+            redis_stats = redis_memory(serve.redis_url)
+        finally:
+            series.stop.set()
 
     samples = [(t, rss) for t, rss, _ in series.samples if t >= args.warmup]
     if len(samples) < 10:

@@ -1,0 +1,105 @@
+"""What the service benchmarks share: `merclip serve` as a child process, and its memory.
+
+with ServeProcess({"MERCLIP_MODEL_NAME": "merclip-tiny-live"}, workdir) as serve:
+    serve.url, serve.redis_url            # the page's base URL, the embedded Redis
+series = RssSeries(serve.pid); series.start() ... series.stop.set()
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["RssSeries", "ServeProcess"]
+
+
+class ServeProcess:
+    """`merclip serve --port 0` on the embedded Redis, started in `workdir` with `env` added to
+    this environment (MERCLIP_REDIS_URL removed, HF_HUB_OFFLINE=1). Stopped with SIGINT, the way
+    a user stops it, on exit; killed if the benchmark itself dies first."""
+
+    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
+        self.env.pop("MERCLIP_REDIS_URL", None)
+        self.workdir = workdir
+        self.url = ""
+        self.redis_url = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    def __enter__(self) -> ServeProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
+            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._proc = proc
+        # A killed benchmark must not leave the server behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        atexit.register(lambda: proc.poll() is None and proc.kill())
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "serving at" not in line:
+            proc.kill()
+            raise RuntimeError(f"merclip serve failed to start (it printed {line!r})")
+        self.url = line.split("serving at", 1)[1].strip()
+        # The embedded Redis URL is not printed; find its port from the child process.
+        redis_child = next(
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "redis-server" in " ".join(c.cmdline())
+        )
+        port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(timeout=60)
+
+
+class RssSeries(threading.Thread):
+    """RSS of a process and all its children, sampled every `every` seconds:
+    `samples` = [(seconds since start, total bytes, {"name[pid]": bytes})], `peak` = max total."""
+
+    def __init__(self, pid: int, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.samples: list[tuple[float, int, dict[str, int]]] = []
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                parts = {f"{p.name()}[{p.pid}]": p.memory_info().rss for p in procs}
+            except psutil.Error:
+                break
+            total = sum(parts.values())
+            self.peak = max(self.peak, total)
+            self.samples.append((time.monotonic() - t0, total, parts))
+            self.stop.wait(self.every)

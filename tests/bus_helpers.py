@@ -12,14 +12,18 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 
+from merclip.settings import RedisSettings
+from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.schemas import FeatureWindow
 
 __all__ = [
+    "bus_on",
     "cleanup_prefix",
     "make_window",
     "prefix_on",
@@ -64,6 +68,14 @@ async def prefix_on(url: str) -> AsyncIterator[str]:
         yield prefix
     finally:
         await cleanup_prefix(url, prefix)
+
+
+@contextlib.asynccontextmanager
+async def bus_on(url: str, **redis: Any) -> AsyncIterator[Bus]:
+    """A Bus under a fresh key prefix (`redis` sets the rest), its keys deleted afterwards."""
+    async with prefix_on(url) as prefix:
+        async with Bus.connect(url, RedisSettings(prefix=prefix, **redis)) as bus:
+            yield bus
 
 
 def make_window(

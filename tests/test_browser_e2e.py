@@ -5,21 +5,18 @@ Screenshot: test-artifacts/browser_e2e.png."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromium
 from media import SPEECH_TEXT, face_y4m, speech_wav
-from test_e2e_live import tiny_settings
+from service_support import tiny_settings
 
 from workers.bus import Bus
 from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture
@@ -29,53 +26,33 @@ async def service() -> AsyncIterator[LiveService]:
 
 
 async def test_browser_joins_and_sees_its_events(service: LiveService, media_dir: Path) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("Debian chromium is not installed")
-    from playwright.async_api import async_playwright
-
+    require_chromium()
     wav = speech_wav(media_dir, SPEECH_TEXT)
     y4m = face_y4m(media_dir, seconds=4.0, fps=15, size=(640, 480))
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--allow-loopback-in-peer-connection",
-    ]
     ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 760})
-            console: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            await page.goto(service.url + "?session=chromium-e2e")
-            await page.click("#join")
-            await page.wait_for_function(
-                "document.getElementById('status').textContent === 'connected'", timeout=20000
-            )
-            # Chromium loops the speech file: within a few windows the words show up.
-            await page.wait_for_function(
-                "Number(document.getElementById('event-count').textContent) >= 2 && "
-                "/hello|world|test/i.test(document.getElementById('transcript').textContent)",
-                timeout=90000,
-            )
-            assert await page.locator("#bars .bar").count() == 6
-            assert await page.text_content("#face") == "in view", console
-            sentiment = await page.text_content("#sentiment") or ""
-            assert "positive" in sentiment or "negative" in sentiment
-            banner = await page.text_content("#banner") or ""
-            assert "pretrained = false" in banner  # random CLIP is announced, never hidden
-            assert "ms" in (await page.text_content("#latency") or "")
-            await page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
-        finally:
-            await browser.close()
+    async with chromium(fake_media_args(y4m, wav)) as browser:
+        page = await browser.new_page(viewport={"width": 1100, "height": 760})
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        await page.goto(service.url + "?session=chromium-e2e")
+        await page.click("#join")
+        await page.wait_for_function(
+            "document.getElementById('status').textContent === 'connected'", timeout=20000
+        )
+        # Chromium loops the speech file: within a few windows the words show up.
+        await page.wait_for_function(
+            "Number(document.getElementById('event-count').textContent) >= 2 && "
+            "/hello|world|test/i.test(document.getElementById('transcript').textContent)",
+            timeout=90000,
+        )
+        assert await page.locator("#bars .bar").count() == 6
+        assert await page.text_content("#face") == "in view", console
+        sentiment = await page.text_content("#sentiment") or ""
+        assert "positive" in sentiment or "negative" in sentiment
+        banner = await page.text_content("#banner") or ""
+        assert "pretrained = false" in banner  # random CLIP is announced, never hidden
+        assert "ms" in (await page.text_content("#latency") or "")
+        await page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
 
     async with Bus.connect(service.redis_url, service.settings.redis) as bus:
         stored = await bus.events("chromium-e2e", count=100)

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from bus_helpers import make_window, prefix_on, redis_params, redis_server
+from bus_helpers import bus_on, make_window, prefix_on
 
 from merclip.settings import RedisSettings
 from workers.bus import Bus, BusError
@@ -16,20 +16,6 @@ from workers.redis_server import _free_port
 from workers.schemas import EmotionEvent, Latency, decode, event_id_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", params=redis_params())
-def redis_url(request: pytest.FixtureRequest):
-    with redis_server(request.param) as url:
-        yield url
-
-
-@pytest.fixture
-async def bus(redis_url: str):
-    async with prefix_on(redis_url) as prefix:
-        settings = RedisSettings(prefix=prefix, events_maxlen=1000)
-        async with Bus.connect(redis_url, settings) as b:
-            yield b
 
 
 def make_event(session_id: str = "s1", seq: int = 0, wall_end: float = 1000.0) -> EmotionEvent:
@@ -163,12 +149,10 @@ async def test_write_event_is_idempotent_per_event_id(bus: Bus) -> None:
 
 
 async def test_event_stream_is_capped(redis_url: str) -> None:
-    async with prefix_on(redis_url) as prefix:
-        settings = RedisSettings(prefix=prefix, events_maxlen=10)
-        async with Bus.connect(redis_url, settings) as bus:
-            for i in range(400):
-                await bus.write_event(make_event("capped", i))
-            kept = await bus.events("capped", 1000)
+    async with bus_on(redis_url, events_maxlen=10) as bus:
+        for i in range(400):
+            await bus.write_event(make_event("capped", i))
+        kept = await bus.events("capped", 1000)
     # MAXLEN ~ trims whole stream nodes (100 entries by default): approximate, never unbounded.
     assert 10 <= len(kept) <= 150
     assert kept[-1].seq == 399 and [e.seq for e in kept] == sorted(e.seq for e in kept)

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
+from service_support import tiny_settings
 from test_capture import ArrayFrames, FedAudio
 
-from merclip.settings import Settings
 from stream.capture import CaptureError, capture, read_events
 from workers.service import LiveService
 
@@ -24,14 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 EVENT_TIMEOUT = 60.0
 FPS = 15
 SIZE = (320, 240)
-
-
-def tiny_settings() -> Settings:
-    s = Settings()
-    s = s.replace("server", host="127.0.0.1", port=0)
-    s = s.replace("model", name="merclip-tiny-live")
-    s = s.replace("clip", model="merclip-tiny-clip")
-    return s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
 
 
 async def test_fed_camera_and_microphone_stream_and_events_come_back(media_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,11 @@ from merclip.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from merclip.clip_backbone import ClipBackbone, load_clip
+from merclip.clip_backbone import ClipBackbone
 from merclip.errors import CheckpointMismatchError
 from merclip.model import MerClip, create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny tensors gain nothing from intra-op threads; on 2 shared, busy cores 2 threads spin
-    # (measured: the toy-training test 3 s with 1 thread, 50 s with 2).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def clip() -> ClipBackbone:
-    return load_clip("merclip-tiny-clip")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
+from browser_support import ARTIFACTS, chromium, require_chromium
 from bus_helpers import prefix_on
 from dashboard_support import make_event
 from media import SPEECH_TEXT, face_video
+from service_support import tiny_settings
 
 from merclip.settings import Settings
 from stream.file_client import stream_file
@@ -27,30 +28,10 @@ from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _chromium() -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip("Debian chromium is not installed")
-
-
-def tiny_settings() -> Settings:
-    s = Settings()
-    s = s.replace("server", host="127.0.0.1", port=0)
-    s = s.replace("model", name="merclip-tiny-live")
-    s = s.replace("clip", model="merclip-tiny-clip")
-    return s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
+    require_chromium()
 
 
 async def _int(page, selector: str) -> int:  # type: ignore[no-untyped-def]
@@ -59,84 +40,75 @@ async def _int(page, selector: str) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_dashboard_shows_a_live_session_and_updates(media_dir: Path) -> None:
-    from playwright.async_api import async_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
     session = "dash-live"
     video = face_video(media_dir, SPEECH_TEXT, seconds=8.0)
-    async with LiveService(tiny_settings()) as svc, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
-            console: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            failed: list[str] = []
-            page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-            await page.goto(svc.url + "dashboard")
-            # The overview is live before any session: Redis health from the server.
-            await page.wait_for_function(
-                "document.getElementById('ov-redis').textContent === 'ok'", timeout=10000
-            )
-            assert "ms" in (await page.text_content("#ov-ping") or "")
-            assert await page.text_content("#feed-status") == "live"
-            assert await page.locator("#session-list li").count() == 0
+    async with LiveService(tiny_settings()) as svc, chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+        await page.goto(svc.url + "dashboard")
+        # The overview is live before any session: Redis health from the server.
+        await page.wait_for_function(
+            "document.getElementById('ov-redis').textContent === 'ok'", timeout=10000
+        )
+        assert "ms" in (await page.text_content("#ov-ping") or "")
+        assert await page.text_content("#feed-status") == "live"
+        assert await page.locator("#session-list li").count() == 0
 
-            streaming = asyncio.create_task(stream_file(svc.url, video, session_id=session))
-            row = page.locator(f'#session-list li[data-session="{session}"]')
-            await row.wait_for(timeout=60000)
-            await page.wait_for_function(
-                "Number(document.getElementById('detail-count').textContent) >= 1",
-                timeout=30000,
-            )
-            assert await page.text_content("#detail-session") == session
-            first_count = await _int(page, "#detail-count")
-            first_seq = await _int(page, "#detail-last-seq")
-            assert first_count >= 1 and first_seq >= 0
+        streaming = asyncio.create_task(stream_file(svc.url, video, session_id=session))
+        row = page.locator(f'#session-list li[data-session="{session}"]')
+        await row.wait_for(timeout=60000)
+        await page.wait_for_function(
+            "Number(document.getElementById('detail-count').textContent) >= 1",
+            timeout=30000,
+        )
+        assert await page.text_content("#detail-session") == session
+        first_count = await _int(page, "#detail-count")
+        first_seq = await _int(page, "#detail-last-seq")
+        assert first_count >= 1 and first_seq >= 0
 
-            # New events arrive while the page is open: the count and the last window move on.
-            await page.wait_for_function(
-                f"Number(document.getElementById('detail-count').textContent) > {first_count}",
-                timeout=60000,
-            )
-            await asyncio.wait_for(streaming, 60)
-            # Words spoken in the video reach the transcript (real faster-whisper tiny.en).
-            await page.wait_for_function(
-                "/hello|test|emotion/i.test(document.getElementById('detail-transcript')"
-                ".textContent)",
-                timeout=60000,
-            )
-            assert await _int(page, "#detail-last-seq") > first_seq
-            assert await page.text_content("#detail-face") == "in view"
-            assert await page.locator("#legend > span").count() == 6
-            assert await page.locator("#latency-table tbody tr").count() >= 3
-            assert "pretrained = false" in (await page.text_content("#banner") or "")
-            await page.wait_for_function(
-                "Number(document.getElementById('ov-sessions').textContent) >= 1",
-                timeout=10000,
-            )
-            # The page agrees with what Redis holds for the session.
-            async with Bus.connect(svc.redis_url, svc.settings.redis) as bus:
-                stored = await bus.events(session, 100)
-            await page.wait_for_function(
-                f"Number(document.getElementById('detail-count').textContent) >= {len(stored)}",
-                timeout=10000,
-            )
-            assert await _int(page, "#detail-count") == len(stored)
-            assert await _int(page, "#detail-last-seq") == stored[-1].seq
-            assert int(await row.get_attribute("data-count") or 0) == len(stored)
-            await page.wait_for_timeout(300)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            assert not failed and not [c for c in console if c.startswith("error")], (
-                failed,
-                console,
-            )
-        finally:
-            await browser.close()
+        # New events arrive while the page is open: the count and the last window move on.
+        await page.wait_for_function(
+            f"Number(document.getElementById('detail-count').textContent) > {first_count}",
+            timeout=60000,
+        )
+        await asyncio.wait_for(streaming, 60)
+        # Words spoken in the video reach the transcript (real faster-whisper tiny.en).
+        await page.wait_for_function(
+            "/hello|test|emotion/i.test(document.getElementById('detail-transcript').textContent)",
+            timeout=60000,
+        )
+        assert await _int(page, "#detail-last-seq") > first_seq
+        assert await page.text_content("#detail-face") == "in view"
+        assert await page.locator("#legend > span").count() == 6
+        assert await page.locator("#latency-table tbody tr").count() >= 3
+        assert "pretrained = false" in (await page.text_content("#banner") or "")
+        await page.wait_for_function(
+            "Number(document.getElementById('ov-sessions').textContent) >= 1",
+            timeout=10000,
+        )
+        # The page agrees with what Redis holds for the session.
+        async with Bus.connect(svc.redis_url, svc.settings.redis) as bus:
+            stored = await bus.events(session, 100)
+        await page.wait_for_function(
+            f"Number(document.getElementById('detail-count').textContent) >= {len(stored)}",
+            timeout=10000,
+        )
+        assert await _int(page, "#detail-count") == len(stored)
+        assert await _int(page, "#detail-last-seq") == stored[-1].seq
+        assert int(await row.get_attribute("data-count") or 0) == len(stored)
+        await page.wait_for_timeout(300)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert not failed and not [c for c in console if c.startswith("error")], (
+            failed,
+            console,
+        )
 
 
 async def test_dashboard_command_replays_history_then_goes_live() -> None:
-    from playwright.async_api import async_playwright
-
     with EmbeddedRedis() as url:
         async with prefix_on(url) as prefix:
             settings = Settings().replace("redis", prefix=prefix)
@@ -154,46 +126,42 @@ async def test_dashboard_command_replays_history_then_goes_live() -> None:
                 try:
                     address = await asyncio.wait_for(ready.get(), 20)
                     assert address.endswith("/dashboard")
-                    async with async_playwright() as pw:
-                        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                        try:
-                            page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                            await page.goto(address)
-                            row = page.locator('#session-list li[data-session="replayed"]')
-                            await row.wait_for(timeout=15000)
-                            await page.wait_for_function(
-                                "document.getElementById('detail-count').textContent === '3'",
-                                timeout=10000,
-                            )
-                            assert await _int(page, "#detail-last-seq") == 3
-                            assert await page.text_content("#detail-drops") == "1"
-                            words = await page.text_content("#detail-transcript") or ""
-                            assert "good morning" in words and "nice weather" in words
-                            assert await page.text_content("#total-events") == "3"
-                            await page.wait_for_function(
-                                "document.getElementById('ov-sessions').textContent === '1'",
-                                timeout=10000,
-                            )
+                    async with chromium() as browser:
+                        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                        await page.goto(address)
+                        row = page.locator('#session-list li[data-session="replayed"]')
+                        await row.wait_for(timeout=15000)
+                        await page.wait_for_function(
+                            "document.getElementById('detail-count').textContent === '3'",
+                            timeout=10000,
+                        )
+                        assert await _int(page, "#detail-last-seq") == 3
+                        assert await page.text_content("#detail-drops") == "1"
+                        words = await page.text_content("#detail-transcript") or ""
+                        assert "good morning" in words and "nice weather" in words
+                        assert await page.text_content("#total-events") == "3"
+                        await page.wait_for_function(
+                            "document.getElementById('ov-sessions').textContent === '1'",
+                            timeout=10000,
+                        )
 
-                            # A new event is shown live, without reloading.
-                            assert await bus.write_event(make_event("replayed", 4, "see you soon"))
-                            await page.wait_for_function(
-                                "document.getElementById('detail-count').textContent === '4'",
-                                timeout=10000,
-                            )
-                            assert await _int(page, "#detail-last-seq") == 4
-                            assert "see you soon" in (
-                                await page.text_content("#detail-transcript") or ""
-                            )
-                            assert await page.text_content("#detail-speech") == "speaking"
-                            # A second session appears beside the first.
-                            assert await bus.write_event(make_event("other", 0, "hi"))
-                            await page.locator('#session-list li[data-session="other"]').wait_for(
-                                timeout=10000
-                            )
-                            assert await page.text_content("#total-events") == "5"
-                        finally:
-                            await browser.close()
+                        # A new event is shown live, without reloading.
+                        assert await bus.write_event(make_event("replayed", 4, "see you soon"))
+                        await page.wait_for_function(
+                            "document.getElementById('detail-count').textContent === '4'",
+                            timeout=10000,
+                        )
+                        assert await _int(page, "#detail-last-seq") == 4
+                        assert "see you soon" in (
+                            await page.text_content("#detail-transcript") or ""
+                        )
+                        assert await page.text_content("#detail-speech") == "speaking"
+                        # A second session appears beside the first.
+                        assert await bus.write_event(make_event("other", 0, "hi"))
+                        await page.locator('#session-list li[data-session="other"]').wait_for(
+                            timeout=10000
+                        )
+                        assert await page.text_content("#total-events") == "5"
                 finally:
                     stop.set()
                     await asyncio.wait_for(server, 20)

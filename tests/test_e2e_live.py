@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from media import SPEECH_TEXT, face_video
+from service_support import tiny_settings
 
-from merclip.settings import Settings
 from stream.file_client import stream_file
 from workers.bus import Bus
 from workers.schemas import EmotionEvent
@@ -22,17 +22,6 @@ from workers.subscriber import subscribe
 pytestmark = pytest.mark.slow
 
 EVENT_TIMEOUT = 60.0
-
-
-def tiny_settings(**redis: object) -> Settings:
-    s = Settings()
-    s = s.replace("server", host="127.0.0.1", port=0)
-    s = s.replace("model", name="merclip-tiny-live")
-    s = s.replace("clip", model="merclip-tiny-clip")
-    s = s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
-    if redis:
-        s = s.replace("redis", **redis)
-    return s
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bus_helpers import make_window, prefix_on, redis_params, redis_server
+from bus_helpers import make_window, prefix_on
 
 from merclip.predictor import Predictor
 from merclip.settings import Settings
@@ -36,12 +36,6 @@ def tiny_settings(prefix: str = "merclip", **inference: object) -> Settings:
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     return Predictor.from_settings(tiny_settings())
-
-
-@pytest.fixture(scope="module", params=redis_params())
-def redis_url(request: pytest.FixtureRequest):
-    with redis_server(request.param) as url:
-        yield url
 
 
 @pytest.fixture

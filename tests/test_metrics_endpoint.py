@@ -15,8 +15,8 @@ from bus_helpers import make_window, prefix_on
 from media import SPEECH_TEXT, face_video
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from service_support import tiny_settings
 
-from merclip.settings import Settings
 from stream.file_client import stream_file
 from workers.bus import Bus
 from workers.inference import run_inference
@@ -26,14 +26,6 @@ from workers.service import LiveService
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def tiny_settings() -> Settings:
-    s = Settings()
-    s = s.replace("server", host="127.0.0.1", port=0)
-    s = s.replace("model", name="merclip-tiny-live")
-    s = s.replace("clip", model="merclip-tiny-clip")
-    return s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
 
 
 async def scrape(url: str) -> Samples:

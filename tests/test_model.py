@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,18 +18,12 @@ from merclip.model import MerClip, create_model
 TINY = "merclip-tiny-live"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny tensors gain nothing from intra-op threads; on 2 shared, busy cores 2 threads spin
-    # (measured: the toy-training test 3 s with 1 thread, 50 s with 2).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def clip() -> ClipBackbone:
+    """Overrides conftest's clip: built from seed 0, so every run sees the same random CLIP."""
     torch.manual_seed(0)
     return load_clip("merclip-tiny-clip")
 

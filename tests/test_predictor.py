@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,27 +10,14 @@ import torch
 
 from merclip.batch import Sample, collate
 from merclip.checkpoint import checkpoint_version, save_checkpoint
-from merclip.clip_backbone import ClipBackbone, load_clip
+from merclip.clip_backbone import ClipBackbone
 from merclip.errors import CheckpointMismatchError, ConfigError
 from merclip.model import create_model
 from merclip.predictor import FeatureDimensionError, Predictor
 from merclip.settings import Settings
 from merclip.zeroshot import ZeroShotClassifier
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny tensors gain nothing from intra-op threads; on 2 shared, busy cores 2 threads spin
-    # (measured: the toy-training test 3 s with 1 thread, 50 s with 2).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def clip() -> ClipBackbone:
-    return load_clip("merclip-tiny-clip")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(checkpoint: str = "", name: str = "merclip-tiny-live") -> Settings:

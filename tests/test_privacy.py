@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from media import SPEECH_TEXT, face_video, speech_wav
+from service_support import tiny_settings
 
-from merclip.settings import Settings
 from stream.file_client import stream_file
 from workers.schemas import FeatureWindow, decode
 from workers.service import LiveService
@@ -29,14 +29,6 @@ from workers.service import LiveService
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 RUN = 64  # bytes of consecutive PCM that would betray a copy of the audio
-
-
-def privacy_settings() -> Settings:
-    s = Settings()
-    s = s.replace("server", host="127.0.0.1", port=0)
-    s = s.replace("model", name="merclip-tiny-live")
-    s = s.replace("clip", model="merclip-tiny-clip")
-    return s.replace("ingest", window_seconds=3.0, hop_seconds=1.5, video_fps=2.0)
 
 
 async def _all_values(url: str) -> dict[bytes, list[bytes]]:
@@ -70,7 +62,7 @@ async def test_no_raw_media_is_written_to_redis(media_dir: Path) -> None:
     start = int(np.argmax(np.abs(loud) > 2000)) * 2  # a run inside the speech, not silence
     runs = [pcm[i : i + RUN] for i in range(start, min(len(pcm) - RUN, start + 16000), 997)]
 
-    settings = privacy_settings()
+    settings = tiny_settings()
     async with LiveService(settings, roles=("ingest",)) as svc:
         assert svc.pipeline is not None
         await stream_file(svc.url, video, session_id="private")

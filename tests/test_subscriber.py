@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from bus_helpers import prefix_on, redis_params, redis_server
 from test_bus import make_event
 
-from merclip.settings import RedisSettings
 from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
 from workers.subscriber import subscribe
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", params=redis_params())
-def redis_url(request: pytest.FixtureRequest):
-    with redis_server(request.param) as url:
-        yield url
-
-
-@pytest.fixture
-async def bus(redis_url: str):
-    async with prefix_on(redis_url) as prefix:
-        async with Bus.connect(redis_url, RedisSettings(prefix=prefix)) as b:
-            yield b
 
 
 async def _numsub(url: str, channel: str) -> int:

@@ -1,6 +1,7 @@
 """Per-stage cost of live feature extraction for one window, on this machine's CPU.
 
     python benchmarks/extract_stages.py [--clip ViT-B-32] [--windows 5] [--asr-threads]
+                                        [--frame-batches]
 
 Builds the window the way ingest does: 4 s of espeak-ng speech (16 kHz) and the 640×480 test
 camera sampled at ingest.video_fps through SessionWindower, then times WindowExtractor.extract
@@ -10,6 +11,9 @@ offline; the cost is the same), Whisper is the bundled tiny.en (int8).
 --asr-threads also measures Whisper throughput for concurrent callers: one shared model behind
 the Transcriber's lock vs a faster-whisper model with num_workers=2 (one core each), which is the
 evidence for the lock in workers/features/asr.py.
+
+--frame-batches times faces + CLIP per frame at batch sizes 1, 2, 4 and 8: the evidence for
+workers/frame_batcher.py.
 """
 
 from __future__ import annotations
@@ -90,11 +94,32 @@ def asr_threads(speech: np.ndarray, calls: int = 4) -> None:
     print(f"  2 threads, num_workers=2, 1 core each: {run(two_workers, 2):7.1f}")
 
 
+def frame_batches(extractor: WindowExtractor, frames: list[np.ndarray], rounds: int = 5) -> None:
+    """Faces + CLIP per frame, one frame at a time vs in batches (what FrameBatcher forms when
+    frames from several sessions wait). Sizes interleave within each round, so machine noise hits
+    all of them alike; the minimum over rounds is reported."""
+    n = 8
+    frames = (frames * n)[:n]
+    extractor.frame_features(frames)  # warm-up
+    best: dict[int, float] = {}
+    for _ in range(rounds):
+        for size in (1, 2, 4, 8):
+            t0 = time.perf_counter()
+            for i in range(0, n, size):
+                extractor.frame_features(frames[i : i + size])
+            per_frame = (time.perf_counter() - t0) * 1e3 / n
+            best[size] = min(best.get(size, float("inf")), per_frame)
+    print(f"faces + CLIP per frame by batch size (min of {rounds} rounds of {n} frames):")
+    for size, ms in best.items():
+        print(f"  batch {size}: {ms:7.1f} ms/frame  ({best[1] / ms:.2f}x batch 1)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clip", default="ViT-B-32")
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--asr-threads", action="store_true")
+    ap.add_argument("--frame-batches", action="store_true")
     args = ap.parse_args()
 
     settings = Settings().replace("clip", model=args.clip)
@@ -134,6 +159,8 @@ def main() -> None:
         print(f"  {'total':<10} {total:8.1f} ms")
     if args.asr_threads:
         asr_threads(speech)
+    if args.frame_batches:
+        frame_batches(extractor, [rgb for _, rgb in window.frames])
 
 
 if __name__ == "__main__":

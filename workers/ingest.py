@@ -13,13 +13,14 @@ While Redis is unreachable, extracted windows wait in ONE bounded buffer per pro
 retries with backoff, in order; sessions go on streaming and windowing meanwhile, so a Redis restart
 costs at most the windows that did not fit (and those the inference deadline then skips).
 
-Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in a
-thread of their own, so a window's ASR never queues behind frames): overlapping windows share that
-work, and a window's end waits only for ASR and the text encoder. When the frame threads fall
-behind, stale frames are shed, never queued without bound: at most MAX_FRAME_JOBS frames per
-session are in flight (a frame beyond that is skipped: `frames_deferred`), and when a window is
-extracted, its frames whose job has not started yet are cancelled and left out
-(`frames_dropped_late`); the window then has fewer face rows, and no face only if none was ready.
+Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in
+threads of their own, so a window's ASR never queues behind frames; frames waiting from several
+sessions are encoded in one batch): overlapping windows share that work, and a window's end waits
+only for ASR and the text encoder. When the frame threads fall behind, stale frames are shed, never
+queued without bound: at most MAX_FRAME_JOBS frames per session are in flight (a frame beyond that
+is skipped: `frames_deferred`), and when a window is extracted, its frames whose job has not
+started yet are cancelled and left out (`frames_dropped_late`); the window then has fewer face
+rows, and no face only if none was ready.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from merclip.settings import Settings
 from stream.peer import MediaSink, SessionInfo
 from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
+from workers.frame_batcher import FrameBatcher
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow, SessionWindower
 
@@ -81,6 +83,9 @@ class IngestCounters:
     """Frames skipped because MAX_FRAME_JOBS of their session were already in flight."""
     frames_dropped_late: int = 0
     """Frames whose job had not started when their window was extracted (cancelled)."""
+    frames_encoded: int = 0
+    """Frames whose faces + CLIP job ran; frames_encoded / frame_batches = mean batch size."""
+    frame_batches: int = 0
 
 
 class IngestPipeline:
@@ -94,9 +99,13 @@ class IngestPipeline:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
         )
-        # Per-frame work has its own threads, so a window's ASR never queues behind frames.
-        self._frame_pool = ThreadPoolExecutor(
-            max_workers=settings.ingest.extract_threads, thread_name_prefix="frames"
+        # Per-frame work has its own threads, so a window's ASR never queues behind frames;
+        # frames waiting from all sessions are encoded together (workers/frame_batcher.py).
+        self.frames: FrameBatcher[FrameFeature] = FrameBatcher(
+            extractor.frame_features,
+            threads=settings.ingest.extract_threads,
+            name="frames",
+            on_batch=self._count_frame_batch,
         )
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
@@ -127,9 +136,13 @@ class IngestPipeline:
             self._pool, self.extractor.extract, raw, session_id, frames, False
         )
 
+    def _count_frame_batch(self, size: int) -> None:
+        self.counters.frame_batches += 1
+        self.counters.frames_encoded += size
+
     def frame_feature(self, rgb: np.ndarray) -> Future[FrameFeature]:
         """A concurrent future, so that a job still queued can be cancelled (shed)."""
-        return self._frame_pool.submit(self.extractor.frame_feature, rgb)
+        return self.frames.submit(rgb)
 
     async def send(self, fw: FeatureWindow, session: SessionIngest) -> bool:
         """Publish `fw` now (True), or keep it for the sender when Redis is unreachable or older
@@ -215,8 +228,8 @@ class IngestPipeline:
         )
         await self._flush_unsent(UNSENT_FLUSH_SECONDS)
         # Off the loop: a job still running must not freeze every other task while it ends.
-        for pool in (self._pool, self._frame_pool):
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.frames.shutdown, cancel_waiting=True)
 
     async def __aenter__(self) -> IngestPipeline:
         return self

@@ -13,7 +13,8 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_windows_dropped_total{reason=backlog|windowing|extraction_error|
   publish_error|unsent}`, `merclip_ingest_windows_unsent` (held during a Redis outage),
   `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`,
-  `merclip_ingest_frames_dropped_late_total`
+  `merclip_ingest_frames_dropped_late_total`, `merclip_ingest_frames_encoded_total`,
+  `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches)
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|clip_image|
   clip_text|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
@@ -181,6 +182,8 @@ class _IngestCollector(Collector):
             ("frames_extracted_ahead", "Sampled frames whose visual features ran on arrival"),
             ("frames_deferred", "Sampled frames skipped: their session's frame jobs were full"),
             ("frames_dropped_late", "Sampled frames shed: their job had not started by window end"),
+            ("frames_encoded", "Sampled frames run through faces + CLIP"),
+            ("frame_batches", "Batches those frames ran in (frames_encoded / this = batch size)"),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))

@@ -115,6 +115,9 @@ async def test_serve_metrics_move_when_a_session_streams(service: LiveService, m
     assert published + dropped <= cut and published >= 2
     assert processed == published >= 2
     assert delta("merclip_ingest_sessions_started_total") == 1
+    # Sampled frames ran through faces + CLIP in batches of at least one frame each.
+    encoded = delta("merclip_ingest_frames_encoded_total")
+    assert encoded >= 3 and 1 <= delta("merclip_ingest_frame_batches_total") <= encoded
     assert delta("merclip_stream_offers_total", result="accepted") == 1
     for stage in ("asr", "faces", "clip_image", "clip_text", "audio"):
         assert delta("merclip_stage_seconds_count", stage=stage) == published, stage

@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from workers.redis_server import EmbeddedRedis, EmbeddedRedisError
+from workers.redis_server import EmbeddedRedis, EmbeddedRedisError, _ephemeral_ports
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,6 +62,15 @@ async def test_async_context_on_a_unix_socket() -> None:
         await client.aclose()
         pid = server.pid
     assert pid is not None and _gone(pid)
+
+
+def test_ports_are_chosen_below_the_ephemeral_range() -> None:
+    """On an ephemeral port, a client reconnecting to a stopped server can connect to ITSELF
+    (TCP self-connect) and believe the server is back; seen once in the Redis-restart test."""
+    low, _ = _ephemeral_ports()
+    with EmbeddedRedis() as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert 1024 <= port < low
 
 
 def test_two_servers_are_independent() -> None:

@@ -25,6 +25,7 @@ import atexit
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -67,8 +68,37 @@ def redis_server_executable() -> str:
     return path
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in _EPHEMERAL_RANGE.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free TCP port on 127.0.0.1 BELOW the kernel's ephemeral range.
+
+    A server on an ephemeral port can be impersonated while it is down: a client reconnecting to
+    it may be given that same port as its own local port, and TCP then connects the socket to
+    itself (a "self-connect"), so a SUBSCRIBE "succeeds" against no server. The port can also be
+    taken by an outgoing connection, so a restart on the same port fails. Below the range, neither
+    happens.
+    """
+    low, _ = _ephemeral_ports()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # everything taken: any port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

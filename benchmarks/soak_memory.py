@@ -1,11 +1,11 @@
 """Memory soak: several WebRTC sessions for minutes against `merclip serve`; is RSS flat?
 
 Starts `merclip serve` (embedded Redis) as a child process, keeps N sessions streaming (each
-session streams a 30 s face + speech clip, disconnects, and reconnects as a NEW session, so session
-set-up and tear-down are soaked too), subscribes to all events, and samples the RSS of every
-process of the service (server + embedded redis-server) every second. Prints JSON with RSS at the
-start of the measurement (after a warm-up), at the end, its least-squares slope in MB per minute,
-and the events received.
+session streams a 30 s face + speech clip (--clip-seconds), disconnects, and reconnects as a NEW
+session, so session set-up and tear-down are soaked too), subscribes to all events, and samples the
+RSS of every process of the service (server + embedded redis-server) every second. Prints JSON
+with RSS at the start of the measurement (after a warm-up), at the end, its least-squares slope in
+MB per minute, and the events received.
 
     python benchmarks/soak_memory.py --sessions 3 --minutes 5
     python benchmarks/soak_memory.py --sessions 3 --minutes 3 --tiny   # test-size models
@@ -88,11 +88,18 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=60.0, help="seconds left out of the slope")
     p.add_argument("--tiny", action="store_true", help="merclip-tiny-live + merclip-tiny-clip")
+    p.add_argument(
+        "--clip-seconds",
+        type=float,
+        default=30.0,
+        help="length of each session (longer: fewer sessions for the same windows, which tells "
+        "growth per session from growth per window)",
+    )
     p.add_argument("--json", type=Path, help="also write the result (with all samples) here")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="merclip-soak-"))
-    media = make_media(work, 30.0)
+    media = make_media(work, args.clip_seconds)
     env = {"MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions))}
     if args.tiny:
         env["MERCLIP_MODEL_NAME"] = "merclip-tiny-live"
@@ -128,6 +135,7 @@ def main() -> int:
         "sessions": args.sessions,
         "minutes": args.minutes,
         "models": "tiny" if args.tiny else "service defaults (ViT-B-32 random init, tiny.en)",
+        "clip_seconds": args.clip_seconds,
         "warmup_s": args.warmup,
         "rss_mb_start": round(float(mb[:5].mean()), 1),
         "rss_mb_end": round(float(mb[-5:].mean()), 1),

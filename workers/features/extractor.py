@@ -155,31 +155,23 @@ class WindowExtractor:
             language = self.clip.encode_text_tokens([transcript])[0].astype(np.float16)
         stage_ms["clip_text"] = _ms(t)
 
-        t = time.perf_counter()
         selected = select_frames(raw.frames, self.max_faces)
-        pending: list[int] = []
+        missing = [rgb for ts, rgb in selected if ts not in known] if compute_missing else []
+        computed = iter(self.frame_features(missing) if missing else [])
         rows: list[np.ndarray | None] = []  # per selected frame, in time order
-        crops: list[np.ndarray] = []
-        for ts, rgb in selected:
+        faces_ms = clip_ms = 0.0
+        for ts, _ in selected:
             if ts in known:
                 rows.append(known[ts].embedding)
-                continue
-            if not compute_missing:
-                continue
-            found = self.faces.crops(rgb, max_faces=1)  # the largest face of this frame
-            if found:
-                crops.append(found[0])
-                pending.append(len(rows))
-                rows.append(None)  # filled from the CLIP batch below, in order
-        stage_ms["faces"] = _ms(t)
-
-        t = time.perf_counter()
-        if crops:
-            for i, emb in zip(pending, self.clip.encode_images(crops).cpu().numpy(), strict=True):
-                rows[i] = emb
+            elif compute_missing:
+                f = next(computed)
+                rows.append(f.embedding)
+                faces_ms += f.faces_ms
+                clip_ms += f.clip_ms
+        stage_ms["faces"] = round(faces_ms, 3)
         present = [r for r in rows if r is not None]
         visual = np.stack(present).astype(np.float16) if present else None
-        stage_ms["clip_image"] = _ms(t)
+        stage_ms["clip_image"] = round(clip_ms, 3)
         ahead = [known[ts] for ts, _ in selected if ts in known]
         if ahead:
             # Per-frame work done before the window ended (not on the latency path).

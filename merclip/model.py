@@ -8,6 +8,8 @@
 
 One model can carry both tasks: each task has its own label words, label prompts, query word and
 query prompts; the adapters and the decoder are shared. CLIP's text tower is frozen by default.
+Where no CLIP weights exist, `text_tower = "minilm"` puts the pretrained MiniLM sentence encoder
+in the text tower's place (merclip/minilm.py), so label words and query words keep a meaning.
 
 At inference the label embeddings and the query do not depend on the input: `cache_encodings()`
 computes them once, and every later eval-mode forward costs only adapters + decoder + heads.
@@ -28,6 +30,7 @@ from merclip.config import MerClipConfig, load_model_config
 from merclip.decoder import CrossModalDecoder
 from merclip.errors import ConfigError
 from merclip.heads import EmotionHead, SentimentHead, TaskOutput
+from merclip.minilm import MiniLm, MiniLmTextTower, load_minilm
 from merclip.prompts import LabelEncoder, QueryEncoder, TextTower
 
 __all__ = ["MerClip", "TaskOutput", "create_model"]
@@ -38,7 +41,9 @@ log = logging.getLogger(__name__)
 class TaskModule(nn.Module):
     """What one task owns: label encoder, query encoder and head."""
 
-    def __init__(self, task: str, config: MerClipConfig, tower: TextTower) -> None:
+    def __init__(
+        self, task: str, config: MerClipConfig, tower: TextTower | MiniLmTextTower
+    ) -> None:
         super().__init__()
         self.labels = LabelEncoder(tower, list(config.labels(task)), config.n_ctx, config.ctx_init)
         self.query = QueryEncoder(tower, config.query_word(task), config.n_ctx)
@@ -52,16 +57,25 @@ class TaskModule(nn.Module):
 
 
 class MerClip(nn.Module):
-    def __init__(self, config: MerClipConfig, clip: ClipBackbone) -> None:
+    def __init__(self, config: MerClipConfig, backbone: ClipBackbone | MiniLm) -> None:
+        """`backbone` provides the text tower: a CLIP (text_tower "clip") or MiniLM ("minilm")."""
         super().__init__()
-        if clip.name != config.clip_model:
-            raise ConfigError(
-                f"model config {config.name!r} needs CLIP {config.clip_model!r}, got {clip.name!r}"
-            )
         self.config = config
-        self.clip_name = clip.name
-        self.clip_pretrained = clip.pretrained_source
-        self.text = TextTower(clip)
+        self.text: TextTower | MiniLmTextTower
+        if config.text_tower == "minilm":
+            if not isinstance(backbone, MiniLm):
+                raise ConfigError(f"model config {config.name!r} needs the MiniLM text tower")
+            self.clip_name, self.clip_pretrained = "", ""
+            self.text = MiniLmTextTower(backbone)
+        else:
+            if not isinstance(backbone, ClipBackbone) or backbone.name != config.clip_model:
+                got = getattr(backbone, "name", type(backbone).__name__)
+                raise ConfigError(
+                    f"model config {config.name!r} needs CLIP {config.clip_model!r}, got {got!r}"
+                )
+            self.clip_name = backbone.name
+            self.clip_pretrained = backbone.pretrained_source
+            self.text = TextTower(backbone)
         # The tower shares CLIP's modules (no copy): set both ways, the last model built wins.
         self.text.requires_grad_(not config.freeze_clip)
         self.task_modules = nn.ModuleDict(
@@ -112,7 +126,12 @@ class MerClip(nn.Module):
     def train(self, mode: bool = True) -> MerClip:
         if mode:
             self._cache = {}
-        return super().train(mode)
+        super().train(mode)
+        if self.config.freeze_clip:
+            # A frozen tower stays deterministic (MiniLM has dropout); MiniLM's modules are also
+            # the process's language feature encoder, which must never run in training mode.
+            self.text.eval()
+        return self
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._cache = {}
@@ -139,13 +158,14 @@ class MerClip(nn.Module):
 
 def create_model(
     name_or_config: str | MerClipConfig,
-    clip: ClipBackbone | None = None,
+    clip: ClipBackbone | MiniLm | None = None,
     **overrides: Any,
 ) -> MerClip:
     """Build a MER-CLIP model from a named config (or a config) with field overrides.
 
-    Without `clip`, CLIP `config.clip_model` is built randomly initialised (a warning says so);
-    pass a loaded `ClipBackbone` to use pretrained weights or to share one between models.
+    Without `clip`, the text tower is the bundled MiniLM (text_tower "minilm") or CLIP
+    `config.clip_model` randomly initialised (a warning says so); pass a loaded `ClipBackbone`
+    to use pretrained CLIP weights or to share one between models.
     """
     config = (
         load_model_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
@@ -153,5 +173,5 @@ def create_model(
     if overrides:
         config = config.replace(**overrides)
     if clip is None:
-        clip = load_clip(config.clip_model, "")
+        clip = load_minilm() if config.text_tower == "minilm" else load_clip(config.clip_model, "")
     return MerClip(config, clip)

@@ -1,12 +1,15 @@
 """What the inference worker calls: windows' features in, emotion + sentiment predictions out.
 
 Two paths behind one API:
-- trained: a MER-CLIP checkpoint (settings.model.checkpoint). Label and query encodings are
-  computed once at load (`MerClip.cache_encodings`), so a batch costs adapters + decoder + heads.
-- zero-shot: no checkpoint; CLIP zero-shot (merclip.zeroshot) with settings.clip.
+- trained: a MER-CLIP checkpoint (settings.model.checkpoint; "bundled" = the shipped one). Label
+  and query encodings are computed once at load (`MerClip.cache_encodings`), so a batch costs
+  adapters + decoder + heads.
+- zero-shot: no checkpoint; CLIP zero-shot (merclip.zeroshot) with settings.clip, in the CLIP
+  live space only.
 
-Both take the live feature space only (language/visual = CLIP embeddings of settings.clip.model,
-audio = 64 log-mel bands). Missing modalities are masked; feature widths are checked per sample.
+Feature spaces (settings.features.space): "live-pretrained" (MiniLM tokens 384-d, FER expression
+features 135-d, log-mel 64-d) or "live" (CLIP embeddings of settings.clip.model, log-mel 64-d).
+Missing modalities are masked; feature widths are checked per sample.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import open_clip
 import torch
 
 from merclip.batch import MODALITIES, ModalityBatch, Sample, collate
-from merclip.checkpoint import checkpoint_version, load_checkpoint
+from merclip.checkpoint import checkpoint_version, load_checkpoint, resolve_checkpoint
 from merclip.clip_backbone import ClipBackbone, load_clip, register_bundled_clip_configs
 from merclip.config import load_model_config
 from merclip.errors import ConfigError, MerClipError
@@ -29,12 +32,23 @@ from merclip.model import MerClip
 from merclip.settings import Settings
 from merclip.zeroshot import ZeroShotClassifier
 
-__all__ = ["LIVE_AUDIO_DIM", "FeatureDimensionError", "Prediction", "Predictor", "live_dims"]
+__all__ = [
+    "LIVE_AUDIO_DIM",
+    "LIVE_PRETRAINED_DIMS",
+    "FeatureDimensionError",
+    "Prediction",
+    "Predictor",
+    "feature_dims",
+    "live_dims",
+]
 
 log = logging.getLogger(__name__)
 
 LIVE_AUDIO_DIM = 64
 """Width of the live audio features (workers/features/audio_features.py AUDIO_FEATURE_DIM)."""
+LIVE_PRETRAINED_DIMS: dict[str, int] = {"language": 384, "visual": 135, "audio": LIVE_AUDIO_DIM}
+"""Widths of the live-pretrained space: MiniLM (merclip/minilm.py), FER expression features
+(workers/features/expression.py FEATURE_DIM), log-mel. tests/test_feature_spaces.py pins them."""
 
 
 class FeatureDimensionError(MerClipError, ValueError):
@@ -49,8 +63,10 @@ class Prediction:
     """Labels whose probability is >= the threshold."""
     sentiment_probs: np.ndarray
     """(C_s,) float32, in `Predictor.sentiment_labels` order."""
-    sentiment: str
-    """Most probable sentiment label ('' when the model has no sentiment task)."""
+    sentiment: str | None
+    """Most probable sentiment label; None when the window has no words (sentiment is read from
+    what is said: the shipped model learnt it from MELD's utterances only, and a window with no
+    face and no speech has no evidence at all); '' when the model has no sentiment task."""
 
 
 def live_dims(clip_model: str) -> dict[str, int]:
@@ -61,6 +77,13 @@ def live_dims(clip_model: str) -> dict[str, int]:
         raise ConfigError(f"clip.model: unknown open_clip model {clip_model!r}")
     d = int(cfg["embed_dim"])
     return {"language": d, "visual": d, "audio": LIVE_AUDIO_DIM}
+
+
+def feature_dims(settings: Settings) -> dict[str, int]:
+    """Feature widths of the configured live feature space."""
+    if settings.features.space == "live":
+        return live_dims(settings.clip.model)
+    return dict(LIVE_PRETRAINED_DIMS)
 
 
 def _device(name: str) -> torch.device:
@@ -81,6 +104,8 @@ class Predictor:
         feature_dims: dict[str, int],
         threshold: float,
         device: torch.device,
+        feature_space: str = "live",
+        trained_on: str = "",
     ) -> None:
         self.model = model
         self.model_name = model_name
@@ -88,6 +113,8 @@ class Predictor:
         self.zero_shot = isinstance(model, ZeroShotClassifier)
         self.pretrained = pretrained
         self.clip_model = clip_model
+        self.feature_space = feature_space
+        self.trained_on = trained_on
         self.feature_dims = dict(feature_dims)
         self.threshold = threshold
         self.device = device
@@ -106,17 +133,18 @@ class Predictor:
         """
         device = _device(settings.inference.device)
         threshold = settings.model.emotion_threshold
-        dims = live_dims(settings.clip.model)
-        path = settings.model.checkpoint
+        space = settings.features.space
+        dims = feature_dims(settings)
+        path = resolve_checkpoint(settings.model.checkpoint)
         if path:
             model = load_checkpoint(
                 path,
-                expect_feature_space="live",
-                expect_clip_model=settings.clip.model,
+                expect_feature_space=space,
+                expect_clip_model=settings.clip.model if space == "live" else None,
                 expect_dims=dims,
                 device=device,
             )
-            if model.clip_pretrained != settings.clip.pretrained:
+            if space == "live" and model.clip_pretrained != settings.clip.pretrained:
                 log.warning(
                     "checkpoint %s was trained on CLIP weights %r, ingest uses %r: predictions "
                     "are only valid if both are the same weights",
@@ -130,11 +158,20 @@ class Predictor:
                 model,
                 model_name=model.config.name,
                 model_version=checkpoint_version(path),
-                pretrained=bool(model.clip_pretrained),
+                # live-pretrained: every encoder (MiniLM, expression net, YuNet) is pretrained.
+                pretrained=space == "live-pretrained" or bool(model.clip_pretrained),
                 clip_model=model.clip_name,
                 feature_dims=dims,
                 threshold=threshold,
                 device=device,
+                feature_space=space,
+                trained_on=str(model.extra.get("trained_on", model.extra.get("data", ""))),
+            )
+        if space != "live":
+            raise ConfigError(
+                f"model.checkpoint is empty, but zero-shot needs CLIP features and features.space "
+                f"is {space!r}: set model.checkpoint = 'bundled' (the shipped model) or a file "
+                "written by `merclip train`, or features.space = 'live'"
             )
         config = load_model_config(settings.model.name)
         if clip is None:
@@ -183,12 +220,19 @@ class Predictor:
         n = len(samples)
         emo = _probs(outputs.get("emotion"), n)
         sen = _probs(outputs.get("sentiment"), n)
+        present = batch.present().cpu().numpy()  # (B, 3) in MODALITIES order
         preds = []
         for i in range(n):
+            evidence = bool(present[i].any())
             emotions = [
-                w for w, p in zip(self.emotion_labels, emo[i], strict=True) if p >= self.threshold
+                w
+                for w, p in zip(self.emotion_labels, emo[i], strict=True)
+                if evidence and p >= self.threshold
             ]
-            sentiment = self.sentiment_labels[int(sen[i].argmax())] if sen.shape[1] else ""
+            sentiment: str | None = ""
+            if sen.shape[1]:
+                has_words = bool(present[i, MODALITIES.index("language")])
+                sentiment = self.sentiment_labels[int(sen[i].argmax())] if has_words else None
             preds.append(Prediction(emo[i], emotions, sen[i], sentiment))
         return preds
 

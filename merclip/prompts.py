@@ -2,7 +2,9 @@
 
 - `TextTower`: only the text half of an open_clip CLIP (token embedding, positional embedding,
   transformer, final norm, projection, causal mask). The visual tower is not part of MER-CLIP:
-  visual features arrive precomputed.
+  visual features arrive precomputed. `merclip.minilm.MiniLmTextTower` is the other tower (a
+  pretrained sentence encoder, for machines without CLIP weights); both offer `tokenize`,
+  `token_embedding`, `eot_positions`, `encode` and `pool`, which is all the prompts use.
 - `LabelEncoder` (CoOp prompt learner): "[V1]..[Vn] <label word>." with learnable context vectors
   V shared by all labels of a task; the end-of-text output is the label embedding (C, D).
 - `QueryEncoder`: the emotion query Z^E = "[P1]..[Pn] <query word>" (word may be "") through the
@@ -66,6 +68,19 @@ class TextTower(nn.Module):
         proj: Any = self.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # (N, L, D)
 
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Index of the end-of-text token per row (it has the largest id in CLIP's vocab)."""
+        return tokens.argmax(dim=-1)
+
+    def encode(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (N, 77, W) of `tokens` → outputs (N, L, D) up to the last EOT."""
+        return self(embeddings, int(self.eot_positions(tokens).max()) + 1)
+
+    def pool(self, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L, D) → (N, D): the EOT output, CLIP's pooled text embedding."""
+        eot = self.eot_positions(tokens)
+        return states[torch.arange(states.shape[0], device=states.device), eot]
+
 
 def _init_context(tower: TextTower, n_ctx: int, template: str) -> torch.Tensor:
     """(n_ctx, W): token embeddings of `template` when it has n_ctx tokens, else N(0, 0.02)."""
@@ -73,7 +88,7 @@ def _init_context(tower: TextTower, n_ctx: int, template: str) -> torch.Tensor:
         return torch.empty(0, tower.width)
     if template:
         tokens = tower.tokenize([template])[0]
-        n_tok = int(tokens.argmax()) - 1  # between SOT and EOT
+        n_tok = int(tower.eot_positions(tokens[None])[0]) - 1  # between SOT and EOT
         if n_tok == n_ctx:
             with torch.no_grad():
                 return tower.token_embedding(tokens[1 : 1 + n_ctx]).detach().float().cpu().clone()
@@ -89,19 +104,17 @@ class _PromptedText(nn.Module):
         self.n_ctx = n_ctx
         self.ctx = nn.Parameter(_init_context(tower, n_ctx, ctx_init))  # (n_ctx, W)
         prompts = [" ".join([_PLACEHOLDER] * n_ctx + ([s] if s else [])) for s in suffixes]
-        tokens = tower.tokenize(prompts)  # (N, 77)
+        tokens = tower.tokenize(prompts)  # (N, L_tok)
         # Non-persistent: the words travel in the checkpoint as text, not as token ids.
         self.register_buffer("tokens", tokens, persistent=False)
-        self.length = int(tokens.argmax(dim=-1).max()) + 1
 
-    def run(self, tower: TextTower) -> tuple[torch.Tensor, torch.Tensor]:
-        """(outputs (N, L, D), EOT positions (N,))."""
-        emb = tower.token_embedding(self.tokens)  # (N, 77, W)
+    def run(self, tower: TextTower) -> torch.Tensor:
+        """Outputs (N, L, D) of the prompts with the current context vectors."""
+        emb = tower.token_embedding(self.tokens)  # (N, L_tok, W)
         if self.n_ctx:
             ctx = self.ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
             emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx :]], dim=1)
-        out = tower(emb, self.length)  # (N, L, D)
-        return out, self.tokens.argmax(dim=-1)
+        return tower.encode(emb, self.tokens)  # (N, L, D)
 
 
 class LabelEncoder(_PromptedText):
@@ -112,8 +125,7 @@ class LabelEncoder(_PromptedText):
         self.words = list(words)
 
     def forward(self, tower: TextTower) -> torch.Tensor:
-        out, eot = self.run(tower)
-        return out[torch.arange(out.shape[0], device=out.device), eot]  # (C, D)
+        return tower.pool(self.run(tower), self.tokens)  # (C, D)
 
 
 class QueryEncoder(_PromptedText):
@@ -125,5 +137,5 @@ class QueryEncoder(_PromptedText):
         self.word = word
 
     def forward(self, tower: TextTower) -> torch.Tensor:
-        out, eot = self.run(tower)
-        return out[0, : int(eot[0]) + 1]  # (T_q, D)
+        eot = tower.eot_positions(self.tokens)
+        return self.run(tower)[0, : int(eot[0]) + 1]  # (T_q, D)

@@ -22,6 +22,7 @@ __all__ = [
     "AsrSettings",
     "AuthSettings",
     "ClipSettings",
+    "FeaturesSettings",
     "InferenceSettings",
     "IngestSettings",
     "ModelSettings",
@@ -35,14 +36,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelSettings:
-    name: str = "merclip-b32-live"
-    """Named MER-CLIP architecture in merclip/model_configs/."""
-    checkpoint: str = ""
-    """Trained checkpoint path; empty means CLIP zero-shot."""
+    name: str = "merclip-minilm-live"
+    """Named MER-CLIP architecture in merclip/model_configs/ (zero-shot and `train` default)."""
+    checkpoint: str = "bundled"
+    """Trained checkpoint: "bundled" = the one shipped in merclip/checkpoints/, a path, or empty
+    for CLIP zero-shot (features.space "live" only)."""
     emotion_threshold: float = 0.6
 
     def validate(self) -> None:
         _check(0.0 < self.emotion_threshold < 1.0, "model.emotion_threshold", "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class FeaturesSettings:
+    space: Literal["live-pretrained", "live"] = "live-pretrained"
+    """What ingest computes per window and the model reads: "live-pretrained" = MiniLM token
+    states, FER2013 expression features of YuNet faces, log-mel audio; "live" = CLIP text and
+    image embeddings of clip.model (needs CLIP weights to mean anything)."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,7 @@ class TrainSettings:
 @dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
+    features: FeaturesSettings = field(default_factory=FeaturesSettings)
     clip: ClipSettings = field(default_factory=ClipSettings)
     asr: AsrSettings = field(default_factory=AsrSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)

@@ -114,5 +114,5 @@ def make_window(
         clip_model=clip_model,
         clip_pretrained="",
         features_ready_wall=wall_end + 0.2,
-        stage_ms={"asr": 120.0, "clip_image": 10.0},
+        stage_ms={"asr": 120.0, "face_encoder": 10.0},
     )

@@ -32,6 +32,7 @@ def test_extract_writes_a_loadable_live_dataset(
     video_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MERCLIP_CLIP_MODEL", "merclip-tiny-clip")
+    monkeypatch.setenv("MERCLIP_FEATURES_SPACE", "live")
     labels = tmp_path / "labels.csv"
     labels.write_text(
         "id,split,happy,sad,anger,surprise,disgust,fear,sentiment\n"
@@ -85,6 +86,7 @@ def test_a_broken_file_is_skipped_and_reported(
     video_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MERCLIP_CLIP_MODEL", "merclip-tiny-clip")
+    monkeypatch.setenv("MERCLIP_FEATURES_SPACE", "live")
     root = tmp_path / "in"
     root.mkdir()
     shutil.copy(video_dir / "sub" / "quiet.mp4", root / "ok.mp4")

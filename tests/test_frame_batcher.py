@@ -147,7 +147,7 @@ def test_real_frames_batched_equal_one_by_one(tiny_clip: ClipBackbone) -> None:
     assert [f.embedding is None for f in batched] == [False, False, True, False]
     for a, b in zip(one_by_one, batched, strict=True):
         if a.embedding is None:
-            assert b.embedding is None and b.clip_ms == 0.0
+            assert b.embedding is None and b.encoder_ms == 0.0
         else:
             assert b.embedding is not None
             np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-3, atol=1e-4)

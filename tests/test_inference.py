@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_settings(prefix: str = "merclip", **inference: object) -> Settings:
     s = Settings().replace("model", name="merclip-tiny-live")
     s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("features", space="live").replace("model", checkpoint="")
     s = s.replace("redis", prefix=prefix)
     values = {"batch_size": 8, "block_ms": 50, "claim_idle_ms": 300, **inference}
     return s.replace("inference", **values)
@@ -224,6 +225,8 @@ def _cli_env(prefix: str) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         MERCLIP_MODEL_NAME="merclip-tiny-live",
         MERCLIP_CLIP_MODEL="merclip-tiny-clip",
+        MERCLIP_FEATURES_SPACE="live",
+        MERCLIP_MODEL_CHECKPOINT="",
         MERCLIP_REDIS_PREFIX=prefix,
         HF_HUB_OFFLINE="1",
     )

@@ -119,7 +119,7 @@ async def test_serve_metrics_move_when_a_session_streams(service: LiveService, m
     encoded = delta("merclip_ingest_frames_encoded_total")
     assert encoded >= 3 and 1 <= delta("merclip_ingest_frame_batches_total") <= encoded
     assert delta("merclip_stream_offers_total", result="accepted") == 1
-    for stage in ("asr", "faces", "clip_image", "clip_text", "audio"):
+    for stage in ("asr", "faces", "face_encoder", "text_encoder", "audio"):
         assert delta("merclip_stage_seconds_count", stage=stage) == published, stage
     assert delta("merclip_stage_seconds_count", stage="queue") == processed
     for stage in ("features_ready", "inference_done", "published"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from merclip.batch import Sample, collate
+from merclip.batch import MODALITIES, Sample, collate
 from merclip.checkpoint import checkpoint_version, save_checkpoint
 from merclip.clip_backbone import ClipBackbone
 from merclip.errors import CheckpointMismatchError, ConfigError
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _settings(checkpoint: str = "", name: str = "merclip-tiny-live") -> Settings:
     s = Settings().replace("model", name=name, checkpoint=checkpoint)
-    s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("clip", model="merclip-tiny-clip").replace("features", space="live")
     return s.replace("inference", device="cpu")
 
 
@@ -42,9 +42,10 @@ def _live_samples(clip: ClipBackbone) -> list[Sample]:
     ]
 
 
-def _check_valid(predictor: Predictor, preds: list, n: int) -> None:
-    assert len(preds) == n
-    for p in preds:
+def _check_valid(predictor: Predictor, preds: list, samples: list[Sample]) -> None:
+    assert len(preds) == len(samples)
+    for p, s in zip(preds, samples, strict=True):
+        has = {m: getattr(s, m) is not None and len(getattr(s, m)) > 0 for m in MODALITIES}
         assert p.emotion_probs.shape == (6,) and p.sentiment_probs.shape == (2,)
         assert np.isfinite(p.emotion_probs).all() and np.isfinite(p.sentiment_probs).all()
         assert ((p.emotion_probs >= 0) & (p.emotion_probs <= 1)).all()
@@ -54,8 +55,10 @@ def _check_valid(predictor: Predictor, preds: list, n: int) -> None:
             for w, q in zip(predictor.emotion_labels, p.emotion_probs, strict=True)
             if q >= predictor.threshold
         ]
-        assert p.emotions == expected
-        assert p.sentiment == predictor.sentiment_labels[int(p.sentiment_probs.argmax())]
+        # No evidence at all: no emotion; no words: no sentiment (null in the event).
+        assert p.emotions == (expected if any(has.values()) else [])
+        top = predictor.sentiment_labels[int(p.sentiment_probs.argmax())]
+        assert p.sentiment == (top if has["language"] else None)
 
 
 def test_zero_shot_predictor(clip: ClipBackbone) -> None:
@@ -66,7 +69,7 @@ def test_zero_shot_predictor(clip: ClipBackbone) -> None:
     assert predictor.emotion_labels == ["happy", "sad", "anger", "surprise", "disgust", "fear"]
     samples = _live_samples(clip)
     preds = predictor.predict(samples)
-    _check_valid(predictor, preds, len(samples))
+    _check_valid(predictor, preds, samples)
     # No CLIP-space evidence (audio is not in CLIP space): uniform, nothing predicted.
     for p in (preds[3], preds[4]):
         assert np.allclose(p.emotion_probs, 0.5) and p.emotions == []
@@ -112,7 +115,7 @@ def test_trained_predictor(clip: ClipBackbone, tmp_path: Path) -> None:
     assert set(predictor.model._cache) == {"emotion", "sentiment"}
     samples = _live_samples(clip)
     preds = predictor.predict(samples)
-    _check_valid(predictor, preds, len(samples))
+    _check_valid(predictor, preds, samples)
     # Same as the model itself (missing modality masked, batch-independent in eval).
     model.eval()
     ref = model(collate(samples, model.dims), "emotion").probs.detach().numpy()
@@ -146,3 +149,26 @@ def test_wrong_feature_width_is_a_clear_error(clip: ClipBackbone) -> None:
     bad = Sample(np.zeros((3, 512), np.float16), None, None, id="w1")
     with pytest.raises(FeatureDimensionError, match=r"w1: language .*\(3, 512\).*\(T, 64\)"):
         predictor.predict([bad])
+
+
+def test_a_window_without_words_has_no_sentiment_and_without_evidence_no_emotion(
+    clip: ClipBackbone, tmp_path: Path
+) -> None:
+    """A trained model too: an empty window is not "negative", a silent face has no sentiment."""
+    path = save_checkpoint(tmp_path / "m.pt", create_model("merclip-tiny-live", clip=clip))
+    predictor = Predictor.from_settings(_settings(checkpoint=str(path)))
+    samples = _live_samples(clip)
+    preds = {s.id: p for s, p in zip(samples, predictor.predict(samples), strict=True)}
+    assert preds["nothing"].sentiment is None and preds["nothing"].emotions == []
+    assert preds["face-only"].sentiment is None
+    assert preds["all"].sentiment in ("negative", "positive")
+
+
+def test_the_default_settings_serve_the_shipped_checkpoint() -> None:
+    predictor = Predictor.from_settings(Settings().replace("inference", device="cpu"))
+    assert not predictor.zero_shot and predictor.pretrained
+    assert predictor.feature_space == "live-pretrained"
+    assert predictor.model_name == "merclip-minilm-live"
+    assert predictor.feature_dims == {"language": 384, "visual": 135, "audio": 64}
+    assert "FER2013" in predictor.trained_on and "MELD" in predictor.trained_on
+    assert len(predictor.model_version) == 12  # content hash of the shipped file

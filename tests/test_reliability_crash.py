@@ -39,6 +39,7 @@ SESSION = "crash"
 def crash_settings(prefix: str) -> Settings:
     s = Settings().replace("model", name="merclip-tiny-live")
     s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("features", space="live").replace("model", checkpoint="")
     s = s.replace("redis", prefix=prefix)
     return s.replace(
         "inference",
@@ -56,6 +57,8 @@ def worker_env(prefix: str) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         MERCLIP_MODEL_NAME="merclip-tiny-live",
         MERCLIP_CLIP_MODEL="merclip-tiny-clip",
+        MERCLIP_FEATURES_SPACE="live",
+        MERCLIP_MODEL_CHECKPOINT="",
         MERCLIP_REDIS_PREFIX=prefix,
         MERCLIP_INFERENCE_CLAIM_IDLE_MS=str(CLAIM_IDLE_MS),
         MERCLIP_INFERENCE_DEADLINE_SECONDS="600",

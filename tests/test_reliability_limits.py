@@ -57,6 +57,7 @@ async def test_acl_user_url_works_and_wrong_password_is_refused() -> None:
 async def test_beyond_max_sessions_the_service_answers_503_with_retry_after() -> None:
     s = Settings().replace("server", host="127.0.0.1", port=0, max_sessions=1)
     s = s.replace("model", name="merclip-tiny-live").replace("clip", model="merclip-tiny-clip")
+    s = s.replace("features", space="live").replace("model", checkpoint="")
     async with LiveService(s) as svc:
         assert svc.app is not None
         first, _ = await connect_peer(svc.url, [SineTrack(seconds=10)], session_id="one")

@@ -33,6 +33,7 @@ def outage_settings(url: str) -> Settings:
     s = s.replace("server", host="127.0.0.1", port=0)
     s = s.replace("model", name="merclip-tiny-live")
     s = s.replace("clip", model="merclip-tiny-clip")
+    s = s.replace("features", space="live").replace("model", checkpoint="")
     s = s.replace("redis", url=url)
     # Non-overlapping 2 s windows: one window every 2 s, little ASR work on the busy test box.
     s = s.replace("ingest", window_seconds=2.0, hop_seconds=2.0, max_unsent_windows=MAX_UNSENT)

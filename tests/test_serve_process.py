@@ -26,6 +26,8 @@ def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
         "HF_HUB_OFFLINE": "1",
         "MERCLIP_MODEL_NAME": "merclip-tiny-live",
         "MERCLIP_CLIP_MODEL": "merclip-tiny-clip",
+        "MERCLIP_FEATURES_SPACE": "live",
+        "MERCLIP_MODEL_CHECKPOINT": "",
     }
     env.pop("MERCLIP_REDIS_URL", None)
     proc = subprocess.Popen(

@@ -50,8 +50,9 @@ import numpy as np
 from merclip.data.live_dataset import SENTIMENT_LABELS, LiveDatasetWriter
 from merclip.data.mosei_labels import EMOTION_LABELS
 from merclip.errors import DatasetError
+from merclip.predictor import feature_dims
 from merclip.settings import Settings
-from workers.features.audio_features import AUDIO_FEATURE_DIM, SAMPLE_RATE
+from workers.features.audio_features import SAMPLE_RATE
 from workers.features.extractor import WindowExtractor
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow, SessionWindower
@@ -98,17 +99,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     split_of = _read_split_file(args.split_file) if args.split_file else {}
 
     extractor = WindowExtractor.from_settings(settings, device=args.device)
-    dim = extractor.clip.embed_dim
-    dims = {"language": dim, "visual": dim, "audio": AUDIO_FEATURE_DIM}
+    dims = feature_dims(settings)
     failed = 0
     t_start = time.perf_counter()
     stage_totals: dict[str, float] = {}
     with LiveDatasetWriter(
         args.out,
-        extractor.clip.name,
-        extractor.clip.pretrained_source,
+        extractor.encoders.name,
+        extractor.encoders.pretrained_source,
         dims,
         overwrite=args.overwrite,
+        feature_space=extractor.encoders.space,
     ) as writer:
         for n, (path, vid) in enumerate(zip(videos, ids, strict=True), 1):
             label = labels.get(vid)

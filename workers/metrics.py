@@ -15,8 +15,8 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`,
   `merclip_ingest_frames_dropped_late_total`, `merclip_ingest_frames_encoded_total`,
   `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches)
-- extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|clip_image|
-  clip_text|audio|queue}` (`observe_extraction`, `observe_event`)
+- extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|face_encoder|
+  text_encoder|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
   `..._skipped_total` (past the deadline), `..._dead_lettered_total`, `..._claimed_total`,
   `merclip_inference_failures_total`, `merclip_inference_batch_seconds`,
@@ -74,11 +74,11 @@ log = logging.getLogger(__name__)
 
 # Latencies in a live service run from a few ms (one stage) to the 10 s inference deadline.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-EXTRACTION_STAGES = ("asr", "faces", "clip_image", "clip_text", "audio")
+EXTRACTION_STAGES = ("asr", "faces", "face_encoder", "text_encoder", "audio")
 
 STAGE_SECONDS = Histogram(
     "merclip_stage_seconds",
-    "Time one window spends in a stage: extraction stages (asr, faces, clip_image, clip_text, "
+    "Time one window spends in a stage: extraction stages (asr, faces, face_encoder, text_encoder, "
     "audio) in ingest; queue (features ready -> read by a worker) in inference",
     ["stage"],
     buckets=_LATENCY_BUCKETS,

@@ -1,7 +1,8 @@
 """On-disk datasets in the live feature space (what `merclip extract` writes, `train` reads).
 
 Layout of a dataset directory:
-- `meta.json`: format_version, feature_space "live", clip model and pretrained source, dims
+- `meta.json`: format_version, feature_space ("live" or "live-pretrained"), clip model and
+  pretrained source ('' in live-pretrained), dims
   {language, visual, audio}, label words {emotion, sentiment}, counts per split, shard files.
 - `<split>-<nnnnn>.npz` (compressed, no pickles): up to `shard_size` samples each. Ragged
   sequences are stored concatenated with per-sample lengths; length 0 = modality absent:
@@ -41,6 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+LIVE_SPACES: tuple[str, ...] = ("live", "live-pretrained")
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "positive")
 
 
@@ -82,8 +84,12 @@ class LiveDatasetWriter:
         sentiment_labels: Sequence[str] = SENTIMENT_LABELS,
         shard_size: int = 1024,
         overwrite: bool = False,
+        feature_space: str = "live",
     ) -> None:
         self.path = Path(path)
+        if feature_space not in LIVE_SPACES:
+            raise DatasetError(f"feature_space {feature_space!r} is not one of {LIVE_SPACES}")
+        self.feature_space = feature_space
         missing = [m for m in MODALITIES if m not in dims]
         if missing:
             raise DatasetError(f"dims must give a width for {missing} (got {dims})")
@@ -210,7 +216,7 @@ class LiveDatasetWriter:
             self._flush(split)
         meta = {
             "format_version": FORMAT_VERSION,
-            "feature_space": "live",
+            "feature_space": self.feature_space,
             "clip_model": self.clip_model,
             "clip_pretrained": self.clip_pretrained,
             "dims": self.dims,
@@ -250,8 +256,10 @@ def load_live_dataset(path: str | Path) -> LiveDataset:
             f"{path}: format_version {meta.get('format_version')!r}, this code reads "
             f"{FORMAT_VERSION}"
         )
-    if meta.get("feature_space") != "live":
-        raise DatasetError(f"{path}: feature_space {meta.get('feature_space')!r}, expected 'live'")
+    if meta.get("feature_space") not in LIVE_SPACES:
+        raise DatasetError(
+            f"{path}: feature_space {meta.get('feature_space')!r}, expected one of {LIVE_SPACES}"
+        )
     dims = {m: int(meta["dims"][m]) for m in MODALITIES}
     splits: dict[str, list[Sample]] = {}
     transcripts: dict[str, list[str]] = {}

@@ -2,8 +2,13 @@
 
 Report (`report.json`): checkpoint, data, split, per task the metrics of the model and of the
 label-frequency baseline (fitted on the train split when there is one), and where the plots are.
-Plots: training curves from the run's `history.json` (next to the checkpoint, or `--history`),
-and per-label F1 bars for every task.
+Emotion (`tasks.emotion.model`): `micro_f1` (micro-averaged over the six emotions, multi-hot, the
+empty set for neutral; `f1` is the same number), `accuracy` (per-sample Jaccard; an empty truth
+and an empty prediction count as 1), `precision`, `recall`, `per_label` {label: f1, precision,
+recall, support} and `confusion`. Sentiment (`tasks.sentiment.model`): `acc2` and weighted `f1`
+(positive vs negative; samples without a positive/negative label, e.g. MELD's neutral, excluded).
+Plots: per-label F1 bars and a confusion matrix for every task, and the training curves from the
+run's `history.json` (next to the checkpoint, or `--history`) when there is one.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ import numpy as np
 import torch
 
 from merclip.batch import Sample, collate
-from merclip.checkpoint import load_checkpoint
+from merclip.checkpoint import load_checkpoint, resolve_checkpoint
 from merclip.data.sources import load_data
 from merclip.errors import DatasetError
 from merclip.model import MerClip
 from merclip.settings import Settings
-from merclip.training.metrics import LabelFrequencyBaseline, emotion_metrics, sentiment_metrics
+from merclip.training.metrics import (
+    LabelFrequencyBaseline,
+    emotion_confusion,
+    emotion_metrics,
+    sentiment_metrics,
+)
 
 __all__ = [
     "add_arguments",
@@ -85,7 +95,10 @@ def task_metrics(
     """Metrics of one task's outputs against the samples' labels (all must be labelled)."""
     if task == "emotion":
         y = np.stack([np.asarray(s.emotion) for s in samples])
-        return emotion_metrics(y, pred, labels)
+        metrics = emotion_metrics(y, pred, labels)
+        metrics["micro_f1"] = metrics["f1"]
+        metrics["confusion"] = emotion_confusion(y, probs, pred, labels)
+        return metrics
     cls = pred.argmax(axis=1)
     if all(s.regression is not None for s in samples):
         reg = np.array([s.regression for s in samples], dtype=np.float64)
@@ -97,6 +110,9 @@ def task_metrics(
     onehot_t = np.eye(len(labels))[y]
     onehot_p = np.eye(len(labels))[cls]
     out["per_label"] = emotion_metrics(onehot_t, onehot_p, labels)["per_label"]
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(matrix, (y.astype(int), cls.astype(int)), 1)
+    out["confusion"] = {"names": list(labels), "matrix": matrix.tolist(), "left_out": 0}
     return out
 
 
@@ -143,15 +159,19 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     device: str = "auto",
     seed: int | None = None,
+    limit_per_class: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate, write `report.json` and plots into `out_dir`, return the report."""
-    from merclip.training.plots import plot_per_label_f1, plot_training_curves
+    from merclip.training.plots import plot_confusion, plot_per_label_f1, plot_training_curves
 
     dev = resolve_device(device)
+    checkpoint = resolve_checkpoint(str(checkpoint))
     model = load_checkpoint(checkpoint, device=dev)
     if seed is None:  # synthetic data must be regenerated with the training seed
         seed = int(model.extra.get("seed", 0))
-    source = load_data(data, model.dims, emotion_labels, seed=seed)
+    source = load_data(data, model.dims, emotion_labels, seed=seed, limit_per_class=limit_per_class)
+    if split == "val" and "val" not in source.splits and source.splits.get("dev"):
+        split = "dev"
     if source.feature_space is not None and source.feature_space != model.config.feature_space:
         raise DatasetError(
             f"{data} is in the {source.feature_space!r} feature space, the checkpoint was "
@@ -182,6 +202,10 @@ def evaluate_checkpoint(
         png = out / f"per_label_f1_{task}.png"
         plot_per_label_f1(metrics["per_label"], png, f"{task}: per-label F1 ({split})")
         report["plots"][f"per_label_f1_{task}"] = str(png)
+        conf = metrics["confusion"]
+        png = out / f"confusion_{task}.png"
+        plot_confusion(conf["matrix"], conf["names"], png, f"{task}: confusion ({data}, {split})")
+        report["plots"][f"confusion_{task}"] = str(png)
     hist_path = Path(history) if history else Path(checkpoint).with_name("history.json")
     if hist_path.is_file():
         png = out / "training_curves.png"
@@ -194,8 +218,22 @@ def evaluate_checkpoint(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", required=True, help="synthetic | mosi:PKL | mosei:PKL | live:DIR")
+    parser.add_argument(
+        "--checkpoint",
+        default="bundled",
+        help="checkpoint file (default: the shipped one, 'bundled')",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="synthetic | mosi:PKL | mosei:PKL | live:DIR | fer2013:DIR | meld:DIR | ravdess:DIR",
+    )
+    parser.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="raw emotion datasets: first N items per class only (quick runs)",
+    )
     parser.add_argument("--emotion-labels", type=Path, default=None)
     parser.add_argument("--split", default="test")
     parser.add_argument(
@@ -233,11 +271,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size,
         device=args.device or settings.train.device,
         seed=args.seed,
+        limit_per_class=args.limit_per_class,
     )
     for task, entry in report["tasks"].items():
         m = entry["model"]
         keys = (
-            ("accuracy", "precision", "recall", "f1")
+            ("micro_f1", "accuracy", "precision", "recall")
             if task == "emotion"
             else ("acc2", "f1", "acc2_has0", "f1_has0", "acc7", "mae", "corr")
         )

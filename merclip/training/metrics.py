@@ -199,3 +199,26 @@ class LabelFrequencyBaseline:
         if self.sentiment_class is None:
             raise ValueError("baseline was fitted on data without sentiment labels")
         return np.full(n, self.sentiment_class, dtype=np.int64)
+
+
+NO_EMOTION = "neutral"
+"""Confusion-matrix name of the empty emotion set."""
+
+
+def emotion_confusion(
+    y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]
+) -> dict[str, object]:
+    """Confusion of single-label samples (one emotion or none): true class vs the most probable
+    predicted emotion ("neutral" when none passes the threshold). Multi-label samples are
+    left out and counted."""
+    t = np.asarray(y_true) > 0.5
+    p = np.asarray(y_pred) > 0.5
+    names = [*labels, NO_EMOTION]
+    c = len(labels)
+    matrix = np.zeros((c + 1, c + 1), dtype=np.int64)
+    single = t.sum(axis=1) <= 1
+    for i in np.flatnonzero(single):
+        true = int(t[i].argmax()) if t[i].any() else c
+        pred = int(np.where(p[i], probs[i], -np.inf).argmax()) if p[i].any() else c
+        matrix[true, pred] += 1
+    return {"names": names, "matrix": matrix.tolist(), "left_out": int((~single).sum())}

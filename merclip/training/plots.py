@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_per_label_f1", "plot_training_curves"]
+__all__ = ["plot_confusion", "plot_per_label_f1", "plot_training_curves"]
 
 
 def plot_training_curves(history: dict[str, Any], path: str | Path) -> Path:
@@ -52,6 +52,31 @@ def plot_per_label_f1(per_label: dict[str, dict[str, float]], path: str | Path, 
         )
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("F1")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: list[list[int]], names: list[str], path: str | Path, title: str) -> Path:
+    """Counts (true rows × predicted columns), each row also shaded by its share."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.7 * n))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            color = "white" if share[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", color=color, fontsize=8)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
     path = Path(path)

@@ -34,11 +34,13 @@ from merclip.batch import Sample, collate
 from merclip.checkpoint import load_checkpoint, save_checkpoint
 from merclip.clip_backbone import load_clip
 from merclip.config import MerClipConfig, load_model_config
-from merclip.data.sources import DataSource, load_data
+from merclip.data.sources import DataSource, load_sources
 from merclip.data.synthetic import SyntheticSpec
 from merclip.errors import ConfigError, DatasetError
+from merclip.minilm import load_minilm
 from merclip.model import MerClip
 from merclip.settings import Settings
+from merclip.training.mixing import epoch_samples
 from merclip.training.evaluate import (
     baseline_metrics,
     evaluate_model,
@@ -64,7 +66,8 @@ NO_WORD = "none"
 
 @dataclass
 class TrainOptions:
-    data: str = "synthetic"
+    data: str | tuple[str, ...] = "synthetic"
+    """One `--data` spec, or several trained together (merged split by split)."""
     out_dir: Path = Path("runs/merclip")
     model: str = "merclip-tiny-live"
     tasks: tuple[str, ...] = ("emotion",)
@@ -89,6 +92,12 @@ class TrainOptions:
     threads: int | None = None
     """torch CPU threads (None = torch's default). Small models on a busy machine run far faster
     with 1 thread than with oversubscribed ones."""
+    min_share: float = 0.0
+    """Repeat each dataset to at least this share of the largest (mixing.py); 0 = off."""
+    compose: float = 0.0
+    """Extra composed multimodal samples per epoch, as a fraction of the epoch (mixing.py)."""
+    limit_per_class: int | None = None
+    """Raw emotion datasets: keep the first N items per class (quick runs, tests)."""
 
 
 @dataclass
@@ -131,6 +140,7 @@ def build_config(opts: TrainOptions, source: DataSource) -> MerClipConfig:
         log.info("model dims %s set from the data: %s", config.dims, source.dims)
         changes["dims"] = dict(source.dims)
     if source.feature_space == "live" and source.meta.get("clip_model") != config.clip_model:
+        # (live-pretrained has no CLIP: its encoders are fixed by the space itself)
         raise ConfigError(
             f"live dataset was extracted with CLIP {source.meta.get('clip_model')!r}, model "
             f"{opts.model!r} uses {config.clip_model!r}"
@@ -200,13 +210,24 @@ def train(opts: TrainOptions) -> TrainResult:
     device = resolve_device(opts.device)
     out = Path(opts.out_dir)
     probe = load_model_config(opts.model)
-    source = load_data(opts.data, probe.dims, opts.emotion_labels, opts.seed, opts.synthetic)
+    source = load_sources(
+        opts.data,
+        probe.dims,
+        opts.emotion_labels,
+        opts.seed,
+        opts.synthetic,
+        limit_per_class=opts.limit_per_class,
+    )
     config = build_config(opts, source)
     train_set = [s for s in source.split("train") if any(has_task_labels(s, t) for t in opts.tasks)]
     if not train_set:
         raise DatasetError(f"{opts.data}: no training sample has {'/'.join(opts.tasks)} labels")
     eval_name = source.eval_split()
     valid_set = source.split(eval_name)
+    # A task whose labels the validation split lacks is trained but not used for selection.
+    valid_tasks = [t for t in opts.tasks if any(has_task_labels(s, t) for s in valid_set)]
+    if not valid_tasks:
+        raise DatasetError(f"{opts.data}: the {eval_name!r} split has no labels of {opts.tasks}")
     test_name = "test" if source.splits.get("test") else eval_name
 
     last_path, state_path = out / "last.pt", out / "train_state.pt"
@@ -226,12 +247,17 @@ def train(opts: TrainOptions) -> TrainResult:
         pretrained = opts.clip_pretrained
         if pretrained is None:
             pretrained = str(source.meta.get("clip_pretrained", "")) if source.meta else ""
-        model = MerClip(config, load_clip(config.clip_model, pretrained)).to(device)
+        backbone = (
+            load_minilm()
+            if config.text_tower == "minilm"
+            else load_clip(config.clip_model, pretrained)
+        )
+        model = MerClip(config, backbone).to(device)
         state = None
         history = {
             "model": config.name,
             "tasks": list(opts.tasks),
-            "data": opts.data,
+            "data": _spec_text(opts.data),
             "query_words": {t: config.query_word(t) for t in opts.tasks},
             "selection_metric": "mean validation F1 ("
             + ", ".join("micro" if t == "emotion" else "weighted" for t in opts.tasks)
@@ -243,7 +269,9 @@ def train(opts: TrainOptions) -> TrainResult:
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / opts.batch_size)
+    epoch_size = len(epoch_samples(train_set, np.random.default_rng(0), opts.min_share, 0.0))
+    epoch_size += int(opts.compose * epoch_size)
+    steps_per_epoch = math.ceil(epoch_size / opts.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=opts.lr,
@@ -268,7 +296,10 @@ def train(opts: TrainOptions) -> TrainResult:
     for epoch in range(start_epoch, opts.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_set), generator=shuffle).tolist()
+        pool = epoch_samples(
+            train_set, np.random.default_rng([opts.seed, epoch]), opts.min_share, opts.compose
+        )
+        order = torch.randperm(len(pool), generator=shuffle).tolist()
         losses: list[float] = []
         bar = tqdm(
             range(0, len(order), opts.batch_size),
@@ -278,7 +309,7 @@ def train(opts: TrainOptions) -> TrainResult:
             file=sys.stderr,
         )
         for i in bar:
-            chunk = [train_set[j] for j in order[i : i + opts.batch_size]]
+            chunk = [pool[j] for j in order[i : i + opts.batch_size]]
             loss = _batch_loss(model, chunk, opts.tasks, device, amp_dtype)
             if loss is None:
                 continue
@@ -293,7 +324,7 @@ def train(opts: TrainOptions) -> TrainResult:
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         metrics = {
-            t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in opts.tasks
+            t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in valid_tasks
         }
         score = selection_score(metrics)
         record = {
@@ -342,6 +373,8 @@ def train(opts: TrainOptions) -> TrainResult:
     test_set = source.split(test_name)
     test: dict[str, Any] = {}
     for task in opts.tasks:
+        if not any(has_task_labels(s, task) for s in test_set):
+            continue
         test[task] = {
             "model": evaluate_model(best, test_set, task, opts.batch_size, device),
             "baseline": baseline_metrics(train_set, test_set, task, best.labels(task)),
@@ -366,13 +399,36 @@ def _extra(
 ) -> dict[str, Any]:
     return {
         "epoch": epoch,
-        "data": opts.data,
+        "data": _spec_text(opts.data),
+        "trained_on": trained_on(opts.data),
         "seed": opts.seed,
         "tasks": list(opts.tasks),
         "valid_split": split,
         "valid_score": score,
         "valid": {t: _headline(m) for t, m in metrics.items()},
     }
+
+
+_DATA_NAMES = {
+    "fer2013": "FER2013 faces",
+    "meld": "MELD utterances",
+    "ravdess": "RAVDESS speech",
+    "mosi": "CMU-MOSI",
+    "mosei": "CMU-MOSEI",
+    "live": "a live-feature dataset",
+    "synthetic": "synthetic data",
+}
+
+
+def trained_on(data: str | Sequence[str]) -> str:
+    """Readable data names for events and the page: "FER2013 faces + MELD utterances"."""
+    specs = [data] if isinstance(data, str) else list(data)
+    kinds = [s.partition(":")[0] for s in specs]
+    return " + ".join(_DATA_NAMES.get(k, k) for k in kinds)
+
+
+def _spec_text(data: str | Sequence[str]) -> str:
+    return data if isinstance(data, str) else " + ".join(data)
 
 
 def _jsonable(value: Any) -> Any:
@@ -390,8 +446,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `ablate-query`."""
     parser.add_argument(
         "--data",
-        default="synthetic",
-        help="synthetic | mosi:PKL | mosei:PKL | live:DIR (default synthetic)",
+        action="append",
+        default=None,
+        help="synthetic | mosi:PKL | mosei:PKL | live:DIR | fer2013:DIR | meld:DIR | "
+        "ravdess:DIR (default synthetic); repeat to train on several together",
     )
     parser.add_argument(
         "--emotion-labels",
@@ -424,6 +482,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument(
+        "--min-share",
+        type=float,
+        default=0.0,
+        help="repeat each dataset to at least this share of the largest (default 0: off)",
+    )
+    parser.add_argument(
+        "--compose",
+        type=float,
+        default=0.0,
+        help="extra same-class multimodal samples composed across datasets, as a fraction of "
+        "each epoch (default 0: off)",
+    )
+    parser.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="raw emotion datasets: first N items per class only (quick runs)",
+    )
+    parser.add_argument(
         "--stop-after-epoch",
         type=int,
         default=None,
@@ -440,8 +517,9 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOpti
     if clip_pretrained is None and settings.clip.model == load_model_config(model).clip_model:
         clip_pretrained = settings.clip.pretrained or None
     out = args.out or Path(t.out_dir) / f"{model}-{task}"
+    data = args.data or ["synthetic"]
     return TrainOptions(
-        data=args.data,
+        data=data[0] if len(data) == 1 else tuple(data),
         out_dir=Path(out),
         model=model,
         tasks=tasks,
@@ -457,6 +535,9 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOpti
         clip_pretrained=clip_pretrained,
         threads=args.threads,
         stop_after_epoch=getattr(args, "stop_after_epoch", None),
+        min_share=getattr(args, "min_share", 0.0),
+        compose=getattr(args, "compose", 0.0),
+        limit_per_class=getattr(args, "limit_per_class", None),
     )
 
 

@@ -187,15 +187,17 @@ function render(ev) {
         lat.inference_done_ms
       )})`;
   }
-  $("model").textContent = `${ev.model_name || "?"} ${ev.model_version || ""}`.trim();
+  const trained = ev.trained_on ? ` · trained on ${ev.trained_on}` : "";
+  $("model").textContent = `${ev.model_name || "?"} ${ev.model_version || ""}`.trim() + trained;
 }
 
 function renderBanner(ev) {
   const notes = [];
   if (ev.pretrained === false) {
     notes.push(
-      "CLIP weights are randomly initialised (pretrained = false): these predictions are " +
-        "meaningless. Configure clip.pretrained."
+      "The encoders are randomly initialised (pretrained = false): these predictions are " +
+        "meaningless. Use the shipped checkpoint (model.checkpoint = \"bundled\") or " +
+        "configure clip.pretrained."
     );
   }
   if (ev.zero_shot) {
@@ -254,7 +256,7 @@ function renderSentiment(ev) {
   el.textContent = "";
   const label = document.createElement("span");
   label.className = "label";
-  label.textContent = ev.sentiment || "–";
+  label.textContent = ev.sentiment || (ev.sentiment === null ? "– (no words)" : "–");
   el.appendChild(label);
   const parts = (ev.sentiment_labels || []).map(
     (l, i) => `${l} ${clamp01((ev.sentiment_probs || [])[i]).toFixed(2)}`

@@ -21,7 +21,7 @@ const LATENCY_ROWS = [
   ["features_ready", (ev) => ev.latency && ev.latency.features_ready_ms, "window end → features"],
   ["inference_done", (ev) => ev.latency && ev.latency.inference_done_ms, "window end → inference"],
   ["published", (ev) => ev.latency && ev.latency.published_ms, "window end → published"],
-  ...["asr", "faces", "clip_image", "clip_text", "audio", "queue", "inference"].map((s) => [
+  ...["asr", "faces", "face_encoder", "text_encoder", "audio", "queue", "inference"].map((s) => [
     s,
     (ev) => ev.stage_ms && ev.stage_ms[s],
     `stage: ${s}`,
@@ -238,7 +238,7 @@ function renderDetail(s) {
   setPresence($("detail-face"), last && last.face_present, "in view", "no face");
   setPresence($("detail-speech"), last && last.speech_present, "speaking", "silence");
   $("detail-sentiment").textContent = last
-    ? `${last.sentiment} (${(last.sentiment_labels || [])
+    ? `${last.sentiment || "– no words"} (${(last.sentiment_labels || [])
         .map((l, i) => `${l} ${fmt((last.sentiment_probs || [])[i], 2)}`)
         .join(" · ")})`
     : "–";

@@ -1,20 +1,21 @@
-"""One window of raw media → one FeatureWindow in the live feature space.
+"""One window of raw media → one FeatureWindow in the configured live feature space.
 
 Used unchanged by the streaming ingest (called from executor threads) and by `merclip extract`.
-Stages and what they produce (float16 on the wire):
-- asr:        transcript (faster-whisper behind the energy gate, see asr.py)
-- clip_text:  language = clip.encode_text_tokens([transcript])[0], (T_l, D); None if no words
-- faces:      Haar on at most `ingest.max_faces_per_window` of the window's sampled frames (evenly
-              spread when there are more), the largest face of each frame
-- clip_image: visual = clip.encode_images(crops) in one batch, (N_faces, D); None without faces
+Stages and what they produce (float16 on the wire); the encoders are those of
+settings.features.space (encoders.py: MiniLM + FER expression net, or CLIP):
+- asr:          transcript (faster-whisper behind the energy gate, see asr.py)
+- text_encoder: language = encoders.language([transcript])[0], (T_l, D_l); None if no words
+- faces:        YuNet on at most `ingest.max_faces_per_window` of the window's sampled frames
+                (evenly spread when there are more), the largest face of each frame
+- face_encoder: visual = encoders.faces(crops) in one batch, (N_faces, D_v); None without faces
 
 Streaming ingest computes faces + CLIP per sampled frame as the frame arrives (`frame_feature`)
 and hands those to `extract(..., frame_features=...)`: overlapping windows then share the work of
 their common frames, and only ASR and text remain between a window's end and its features.
 - audio:      audio = log-mel rows (T_a, 64); None when silent or no audio
 
-Thread safety: the Transcriber serialises Whisper calls itself, FaceDetector keeps one cascade per
-thread, and CLIP forward passes under torch.no_grad only read the shared weights, so one
+Thread safety: the Transcriber serialises Whisper calls itself, the face detector is safe across
+threads (faces.py), and the encoders' forward passes only read the shared weights, so one
 WindowExtractor may be called from several threads at once.
 """
 
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from merclip.batch import Sample
-from merclip.clip_backbone import ClipBackbone, load_clip
+from merclip.clip_backbone import ClipBackbone
 from merclip.settings import Settings
 from workers.features.asr import Transcriber
 from workers.features.audio_features import log_mel_features, speech_ratio
+from workers.features.encoders import ClipEncoders, FeatureEncoders, load_encoders
 from workers.features.faces import FaceDetector
 from workers.schemas import FeatureWindow
 from workers.windowing import RawWindow
@@ -40,16 +42,16 @@ __all__ = ["STAGES", "FrameFeature", "WindowExtractor", "select_frames", "window
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("asr", "faces", "clip_image", "clip_text", "audio")
+STAGES: tuple[str, ...] = ("asr", "faces", "face_encoder", "text_encoder", "audio")
 
 
 @dataclass(frozen=True)
 class FrameFeature:
-    """Visual features of one sampled frame: the largest face's CLIP embedding, or None."""
+    """Visual features of one sampled frame: the largest face's encoding, or None."""
 
-    embedding: np.ndarray | None  # (D,) float32
+    embedding: np.ndarray | None  # (D_v,) float32
     faces_ms: float
-    clip_ms: float
+    encoder_ms: float
 
 
 def select_frames(
@@ -68,14 +70,18 @@ class WindowExtractor:
     def __init__(
         self,
         settings: Settings,
-        clip: ClipBackbone,
+        encoders: FeatureEncoders | ClipBackbone,
         asr: Transcriber | None,
         faces: FaceDetector | None = None,
     ) -> None:
         self.settings = settings
-        self.clip = clip
+        self.encoders: FeatureEncoders = (
+            ClipEncoders(encoders) if isinstance(encoders, ClipBackbone) else encoders
+        )
+        self.clip: ClipBackbone | None = getattr(self.encoders, "clip", None)
+        """The CLIP of the "live" space (shared with zero-shot inference); None otherwise."""
         self.asr = asr
-        self.faces = faces if faces is not None else FaceDetector()
+        self.faces = faces if faces is not None else FaceDetector(margin=self.encoders.face_margin)
         self.max_faces = settings.ingest.max_faces_per_window
         self.min_speech_ratio = settings.asr.min_speech_ratio
         if asr is None:
@@ -83,9 +89,9 @@ class WindowExtractor:
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str = "cpu") -> WindowExtractor:
-        """Load CLIP and Whisper as configured (start-up cost: do it once per process)."""
-        clip = load_clip(settings.clip.model, settings.clip.pretrained, device)
-        return cls(settings, clip, Transcriber.from_settings(settings.asr, device=device))
+        """Load the encoders and Whisper as configured (start-up cost: once per process)."""
+        encoders = load_encoders(settings, device)
+        return cls(settings, encoders, Transcriber.from_settings(settings.asr, device=device))
 
     def warm_up(self) -> None:
         """Run every stage once on synthetic input: the first real window should not pay for
@@ -95,19 +101,19 @@ class WindowExtractor:
         tone[16000:] = 0.1 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)
         if self.asr is not None:
             self.asr.transcribe_window(tone)
-        self.clip.encode_text_tokens(["warming up"])
-        self.clip.encode_images([np.full((64, 64, 3), 128, np.uint8)])
+        self.encoders.language(["warming up"])
+        self.encoders.faces([np.full((64, 64, 3), 128, np.uint8)])
         self.faces.crops(np.full((240, 320, 3), 128, np.uint8), max_faces=1)
         log_mel_features(tone)
         log.info("extractor warmed up in %.2f s", time.perf_counter() - t)
 
     def frame_feature(self, rgb: np.ndarray) -> FrameFeature:
-        """Faces + CLIP for one frame (the largest face), for per-frame streaming extraction."""
+        """Face + encoder for one frame (the largest face), for per-frame streaming extraction."""
         return self.frame_features([rgb])[0]
 
     def frame_features(self, frames: Sequence[np.ndarray]) -> list[FrameFeature]:
-        """`frame_feature` for several frames, with ONE CLIP image pass over all their faces
-        (batched: cheaper per image). Each frame's `clip_ms` is its share of that pass."""
+        """`frame_feature` for several frames, with ONE face-encoder pass over all their faces
+        (batched: cheaper per face). Each frame's `encoder_ms` is its share of that pass."""
         faces_ms: list[float] = []
         crops: list[np.ndarray] = []
         has_face: list[bool] = []
@@ -120,10 +126,10 @@ class WindowExtractor:
         if not crops:
             return [FrameFeature(None, ms, 0.0) for ms in faces_ms]
         t = time.perf_counter()
-        embeddings = iter(self.clip.encode_images(crops).cpu().numpy())
-        clip_share = round(_ms(t) / len(crops), 3)
+        embeddings = iter(np.asarray(self.encoders.faces(crops), dtype=np.float32))
+        share = round(_ms(t) / len(crops), 3)
         return [
-            FrameFeature(next(embeddings), ms, clip_share) if face else FrameFeature(None, ms, 0.0)
+            FrameFeature(next(embeddings), ms, share) if face else FrameFeature(None, ms, 0.0)
             for ms, face in zip(faces_ms, has_face, strict=True)
         ]
 
@@ -135,7 +141,7 @@ class WindowExtractor:
         compute_missing: bool = True,
     ) -> FeatureWindow:
         """Features of one window. `frame_features` (by frame media time) are reused instead of
-        running faces + CLIP again on frames already processed; with `compute_missing=False`
+        running face detection + encoding again on frames already processed; with `compute_missing=False`
         frames without one are left out (streaming under load sheds them instead of queueing)."""
         stage_ms: dict[str, float] = {}
         known = frame_features or {}
@@ -152,14 +158,14 @@ class WindowExtractor:
         t = time.perf_counter()
         language = None
         if transcript:
-            language = self.clip.encode_text_tokens([transcript])[0].astype(np.float16)
-        stage_ms["clip_text"] = _ms(t)
+            language = self.encoders.language([transcript])[0].astype(np.float16)
+        stage_ms["text_encoder"] = _ms(t)
 
         selected = select_frames(raw.frames, self.max_faces)
         missing = [rgb for ts, rgb in selected if ts not in known] if compute_missing else []
         computed = iter(self.frame_features(missing) if missing else [])
         rows: list[np.ndarray | None] = []  # per selected frame, in time order
-        faces_ms = clip_ms = 0.0
+        faces_ms = encoder_ms = 0.0
         for ts, _ in selected:
             if ts in known:
                 rows.append(known[ts].embedding)
@@ -167,15 +173,15 @@ class WindowExtractor:
                 f = next(computed)
                 rows.append(f.embedding)
                 faces_ms += f.faces_ms
-                clip_ms += f.clip_ms
+                encoder_ms += f.encoder_ms
         stage_ms["faces"] = round(faces_ms, 3)
         present = [r for r in rows if r is not None]
         visual = np.stack(present).astype(np.float16) if present else None
-        stage_ms["clip_image"] = round(clip_ms, 3)
+        stage_ms["face_encoder"] = round(encoder_ms, 3)
         ahead = [known[ts] for ts, _ in selected if ts in known]
         if ahead:
             # Per-frame work done before the window ended (not on the latency path).
-            stage_ms["frames_ahead"] = round(sum(f.faces_ms + f.clip_ms for f in ahead), 3)
+            stage_ms["frames_ahead"] = round(sum(f.faces_ms + f.encoder_ms for f in ahead), 3)
 
         t = time.perf_counter()
         mel = log_mel_features(raw.audio)
@@ -195,10 +201,11 @@ class WindowExtractor:
             audio=audio,
             face_present=visual is not None,
             speech_present=speech_present,
-            clip_model=self.clip.name,
-            clip_pretrained=self.clip.pretrained_source,
+            clip_model=self.encoders.name,
+            clip_pretrained=self.encoders.pretrained_source,
             features_ready_wall=time.time(),
             stage_ms=stage_ms,
+            feature_space=self.encoders.space,
         )
 
 

@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -92,6 +93,10 @@ class SessionInfo:
     """time.monotonic() at the same instant: media time 0."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Client options from the offer body, passed through untouched."""
+    connection_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    """New for every WebRTC connection, also when a client reconnects under the same session_id:
+    window numbers restart at 0 per connection, so windows and events are named by (session_id,
+    connection_id, seq)."""
 
 
 @dataclass

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from media import SPEECH_TEXT, face_video
 from service_support import tiny_settings
+from stream_support import SineTrack
 
-from stream.file_client import stream_file
+from stream.file_client import connect_peer, stream_file
+from stream.server import REGISTRY
 from workers.bus import Bus
 from workers.schemas import EmotionEvent
 from workers.service import LiveService
@@ -107,6 +110,66 @@ async def test_concurrent_sessions_never_see_each_others_events(
     async with Bus.connect(service.redis_url, service.settings.redis) as bus:
         for sid in got:
             assert {e.session_id for e in await bus.events(sid, count=100)} == {sid}
+
+
+async def _stream_tone(url: str, session: str, amplitude: float, seconds: float) -> float:
+    """One WebRTC connection that sends a tone (or silence) to its end; returns its start."""
+    track = SineTrack(amplitude=amplitude, seconds=seconds)
+    started = time.time()
+    pc, _ = await connect_peer(url, [track], session_id=session)
+    try:
+        deadline = time.monotonic() + seconds + 15
+        while track.readyState != "ended":
+            assert time.monotonic() < deadline, f"connection {pc.connectionState}"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the last packets are still in flight
+    finally:
+        await pc.close()
+    return started
+
+
+async def _events_once_settled(bus: Bus, session: str, at_least: int) -> list[EmotionEvent]:
+    """The session's events once at least `at_least` are stored and no more arrived for 2 s."""
+    deadline = asyncio.get_running_loop().time() + EVENT_TIMEOUT
+    stored = await bus.events(session, count=100)
+    while True:
+        await asyncio.sleep(2.0)
+        again = await bus.events(session, count=100)
+        if len(again) >= at_least and len(again) == len(stored):
+            return again
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{len(again)} events stored, expected at least {at_least}"
+        )
+        stored = again
+
+
+async def test_a_reconnect_under_the_same_session_id_gets_its_own_events(
+    service: LiveService, media_dir: Path
+) -> None:
+    """Security review H1: a client that leaves and joins again under the same id (the page's
+    Leave then Join, a named session) starts its windows at seq 0 again; with event ids made of
+    session and seq only, every one of them was dropped as a duplicate of the first
+    connection's. The second connection's smoothing must also start afresh."""
+    session = "e2e-again"
+    video = face_video(media_dir, SPEECH_TEXT, seconds=4.0)
+    async with Bus.connect(service.redis_url, service.settings.redis) as bus:
+        await stream_file(service.url, video, session_id=session)  # a face and words
+        first = await _events_once_settled(bus, session, at_least=2)
+        second_started = await _stream_tone(service.url, session, amplitude=0.0, seconds=5.0)
+        stored = await _events_once_settled(bus, session, at_least=len(first) + 2)
+
+    second = [ev for ev in stored if ev.wall_start >= second_started]
+    assert [ev.event_id for ev in stored[: len(first)]] == [ev.event_id for ev in first]
+    assert len(second) >= 2, f"the second connection got {len(second)} events"
+    assert len(stored) == len(first) + len(second)
+    assert [ev.seq for ev in second] == list(range(len(second)))  # its own seq, from 0
+    assert {ev.event_id for ev in first}.isdisjoint(ev.event_id for ev in second)
+    assert service.worker.duplicates == 0
+    # Smoothing restarted: the first window of the new connection (silence) is its own
+    # average, not a blend with the old connection's (a face and words: other probabilities).
+    assert second[0].emotion_probs != first[-1].emotion_probs
+    assert second[0].emotion_smoothed == second[0].emotion_probs
+    assert service.app is not None and service.app[REGISTRY].count == 0
 
 
 async def test_a_trained_checkpoint_serves_both_tasks(media_dir: Path, tmp_path: Path) -> None:

@@ -185,3 +185,43 @@ async def test_a_frame_shed_by_an_earlier_window_does_not_kill_the_session(
         assert await sink._frame_features(raw) == {}
         sink.on_close()
         await sink.wait_done()
+
+
+async def test_a_reconnect_keeps_both_connections_and_names_their_windows(
+    tiny_clip: ClipBackbone,
+) -> None:
+    """A reconnect under the same session id while the old connection's last windows are still
+    being extracted (the server closes the old peer, then opens the new one). The old session's
+    end used to forget the NEW one (sessions_active 0 while it streamed, and aclose no longer
+    waited for it); both connections number windows from 0, told apart by connection_id."""
+    settings = _settings()
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(decode(encode(fw)))
+
+    noise = (0.05 * np.random.default_rng(2).standard_normal(16000 * 3)).astype(np.float32)
+    async with IngestPipeline(settings, extractor, publish) as pipeline:
+        first_info = _info("re-1")
+        first = pipeline.sink_factory(first_info)
+        await _feed(first, noise, 2.5, pace=False)
+        first.on_close()  # its last windows are still to be extracted ...
+        second_info = _info("re-1")  # ... when the same client comes back
+        second = pipeline.sink_factory(second_info)
+        assert pipeline.counters.sessions_active == 2
+        await first.wait_done()
+        assert pipeline.counters.sessions_active == 1
+        assert pipeline.sessions == {"re-1": second}
+        await _feed(second, noise, 2.5, pace=False)
+        second.on_close()
+        await second.wait_done()
+        assert pipeline.counters.sessions_active == 0
+
+    by_connection: dict[str, list[int]] = {}
+    for fw in published:
+        by_connection.setdefault(fw.connection_id, []).append(fw.seq)
+    assert first_info.connection_id != second_info.connection_id
+    assert set(by_connection) == {first_info.connection_id, second_info.connection_id}
+    for seqs in by_connection.values():
+        assert seqs[0] == 0 and seqs == sorted(seqs)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+
 import msgpack
 import numpy as np
 import pytest
@@ -97,6 +100,26 @@ def test_event_id_is_deterministic() -> None:
     assert event_id_for("s", 1, "m", "v") == event_id_for("s", 1, "m", "v")
     assert event_id_for("s", 1, "m", "v") != event_id_for("s", 2, "m", "v")
     assert event_id_for("s", 1, "m", "v") != event_id_for("s", 1, "m", "v2")
+
+
+def test_event_ids_tell_connections_of_one_session_apart() -> None:
+    """seq restarts at 0 when a client reconnects under the same session id: without the
+    connection in the id, the new connection's events were dropped as duplicates (review H1)."""
+    assert event_id_for("s", 0, "m", "v", "conn-a") != event_id_for("s", 0, "m", "v", "conn-b")
+    assert event_id_for("s", 0, "m", "v", "conn-a") == event_id_for("s", 0, "m", "v", "conn-a")
+    # Windows from before the field keep their ids (a redelivery after an upgrade is no new event).
+    legacy = hashlib.blake2b(b"s\x000\x00m\x00v", digest_size=12).hexdigest()
+    assert event_id_for("s", 0, "m", "v", "") == event_id_for("s", 0, "m", "v") == legacy
+
+
+def test_a_window_without_connection_id_still_decodes() -> None:
+    """Messages written before connection_id existed (still in the stream during an upgrade)."""
+    fw = _window(None)
+    body = msgpack.unpackb(encode(fw), raw=False)
+    assert body.pop("connection_id") == ""
+    old = decode(msgpack.packb(body, use_bin_type=True))
+    assert isinstance(old, FeatureWindow) and old.connection_id == ""
+    assert decode(encode(replace(fw, connection_id="c1"))).connection_id == "c1"
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,8 @@ class _Smoothed:
     seq: int
     emotion: np.ndarray
     sentiment: np.ndarray
+    connection_id: str = ""
+    wall_start: float = 0.0
 
 
 @dataclass
@@ -241,9 +243,13 @@ class InferenceWorker:
 
     def _misfit(self, fw: FeatureWindow) -> str:
         """Why these features cannot go into this model ('' when they can)."""
-        if fw.feature_space != "live":
-            return f"feature space {fw.feature_space!r}, the worker serves 'live'"
-        if fw.clip_model != self.predictor.clip_model:
+        space = self.predictor.feature_space
+        if fw.feature_space != space:
+            return (
+                f"feature space {fw.feature_space!r}, the worker serves {space!r}: ingest and "
+                "inference need the same features.space"
+            )
+        if space == "live" and fw.clip_model != self.predictor.clip_model:
             return (
                 f"features from CLIP {fw.clip_model!r}, the model uses "
                 f"{self.predictor.clip_model!r}: ingest and inference need the same clip.model"
@@ -307,14 +313,28 @@ class InferenceWorker:
     def _smoothed(self, fw: FeatureWindow, pred: Prediction) -> tuple[np.ndarray, np.ndarray]:
         a = self.cfg.smoothing_alpha
         state = self._smooth.get(fw.session_id)
+        known = state
+        if state is not None and state.connection_id != fw.connection_id:
+            # A reconnect under the same session id: seq starts again at 0 and the old average
+            # says nothing about the new connection, so its first window starts afresh.
+            state = None
         if state is None or state.emotion.shape != pred.emotion_probs.shape:
             emo, sen = pred.emotion_probs, pred.sentiment_probs
         else:
             emo = a * pred.emotion_probs + (1.0 - a) * state.emotion
-            sen = a * pred.sentiment_probs + (1.0 - a) * state.sentiment
-        # A redelivered older window is smoothed against the state but does not rewind it.
-        if state is None or fw.seq > state.seq:
-            self._smooth[fw.session_id] = _Smoothed(fw.seq, emo, sen)
+            # A window without words says nothing about sentiment: the running value stays.
+            b = a if pred.sentiment is not None else 0.0
+            sen = b * pred.sentiment_probs + (1.0 - b) * state.sentiment
+        # A redelivered older window is smoothed against the state but does not rewind it; a
+        # late window of an earlier connection does not take the state back to that connection.
+        if state is not None:
+            newer = fw.seq > state.seq
+        else:
+            newer = known is None or fw.wall_start >= known.wall_start
+        if newer:
+            self._smooth[fw.session_id] = _Smoothed(
+                fw.seq, emo, sen, fw.connection_id, fw.wall_start
+            )
             self._smooth.move_to_end(fw.session_id)
             if len(self._smooth) > _MAX_SMOOTHING_SESSIONS:
                 self._smooth.popitem(last=False)
@@ -333,7 +353,9 @@ class InferenceWorker:
         stage_ms["queue"] = round(max(0.0, r.read_wall - fw.features_ready_wall) * 1000.0, 3)
         stage_ms["inference"] = round(infer_ms, 3)
         return EmotionEvent(
-            event_id=event_id_for(fw.session_id, fw.seq, p.model_name, p.model_version),
+            event_id=event_id_for(
+                fw.session_id, fw.seq, p.model_name, p.model_version, fw.connection_id
+            ),
             session_id=fw.session_id,
             seq=fw.seq,
             media_start=fw.media_start,
@@ -362,6 +384,7 @@ class InferenceWorker:
                 published_ms=ms(time.time()),
             ),
             stage_ms=stage_ms,
+            trained_on=p.trained_on,
         )
 
     def stats(self) -> dict[str, float]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -107,6 +108,8 @@ class IngestPipeline:
             name="frames",
             on_batch=self._count_frame_batch,
         )
+        # By connection, not session id: after a reconnect the old connection's last windows may
+        # still be in extraction while the new one streams, and both must be waited for on close.
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
         self.max_unsent = settings.ingest.max_unsent_windows
@@ -119,14 +122,16 @@ class IngestPipeline:
         if self._closed:
             raise RuntimeError("ingest pipeline is closed")
         session = SessionIngest(self, info)
-        self._sessions[info.session_id] = session
+        self._sessions[info.connection_id] = session
         self.counters.sessions_started += 1
         self.counters.sessions_active = len(self._sessions)
         return session
 
     @property
     def sessions(self) -> dict[str, SessionIngest]:
-        return dict(self._sessions)
+        """The sessions whose windows are still being cut or extracted, by session id (the
+        newest connection of each)."""
+        return {s.info.session_id: s for s in self._sessions.values()}
 
     async def extract(
         self, raw: RawWindow, session_id: str, frames: dict[float, FrameFeature]
@@ -215,7 +220,8 @@ class IngestPipeline:
                 self.counters.windows_unsent = 0
 
     def _forget(self, session: SessionIngest) -> None:
-        self._sessions.pop(session.info.session_id, None)
+        if self._sessions.get(session.info.connection_id) is session:
+            del self._sessions[session.info.connection_id]
         self.counters.sessions_active = len(self._sessions)
 
     async def aclose(self) -> None:
@@ -375,6 +381,8 @@ class SessionIngest(MediaSink):
         sid = self.info.session_id
         try:
             fw = await self.pipeline.extract(raw, sid, await self._frame_features(raw))
+            # seq restarts at 0 per connection: the connection names the window (event ids).
+            fw = dataclasses.replace(fw, connection_id=self.info.connection_id)
         except Exception:
             counters.extraction_errors += 1
             log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)

@@ -78,8 +78,12 @@ class FeatureWindow:
     features_ready_wall: float
     """Unix time when extraction finished."""
     stage_ms: dict[str, float] = field(default_factory=dict)
-    """Extraction time per stage: asr, faces, clip_image, clip_text, audio."""
+    """Extraction time per stage: asr, faces, face_encoder, text_encoder, audio."""
     feature_space: str = "live"
+    connection_id: str = ""
+    """The WebRTC connection the window came from (stream.peer.SessionInfo.connection_id). seq
+    restarts at 0 when a client reconnects under the same session_id, so a window is named by
+    (session_id, connection_id, seq). '' in windows from before this field."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,9 @@ class EmotionEvent:
     sentiment_labels: list[str]
     sentiment_probs: list[float]
     sentiment_smoothed: list[float]
-    sentiment: str
+    sentiment: str | None
+    """Most probable sentiment; null when the window has no words (no evidence to read it from:
+    no speech, or no face and no speech)."""
     face_present: bool
     speech_present: bool
     model_name: str
@@ -128,16 +134,24 @@ class EmotionEvent:
     """False when the CLIP encoders are randomly initialised: predictions are meaningless."""
     latency: Latency
     stage_ms: dict[str, float] = field(default_factory=dict)
+    trained_on: str = ""
+    """What the model was trained on, e.g. "FER2013 faces + MELD utterances + RAVDESS speech"
+    ('' for zero-shot)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what `merclip subscribe` prints and the pages read)."""
         return _to_plain(self)
 
 
-def event_id_for(session_id: str, seq: int, model_name: str, model_version: str) -> str:
-    """Deterministic event id: redelivering a window never creates a second event."""
-    key = f"{session_id}\x00{seq}\x00{model_name}\x00{model_version}".encode()
-    return hashlib.blake2b(key, digest_size=12).hexdigest()
+def event_id_for(
+    session_id: str, seq: int, model_name: str, model_version: str, connection_id: str = ""
+) -> str:
+    """Deterministic event id: redelivering a window never creates a second event, and a window
+    of a later connection under the same session id (seq from 0 again) is never taken for one."""
+    key = f"{session_id}\x00{seq}\x00{model_name}\x00{model_version}"
+    if connection_id:  # '' keeps the ids of windows from before connection_id existed
+        key += f"\x00{connection_id}"
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 def encode(message: FeatureWindow | EmotionEvent) -> bytes:

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
 
-__all__ = ["KEEPALIVE_SECONDS", "relay", "sse_message"]
+__all__ = ["EVENT_ID_RE", "KEEPALIVE_SECONDS", "relay", "sse_message"]
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +93,33 @@ async def relay(
     return response
 
 
+EVENT_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+"""Event ids sent as `id:` (event_id_for gives 24 hex digits). Anything else, e.g. an id with
+`\r` that a parser reads as a line end and so as a second field (review M6), is left out: the
+page still gets the event in `data:`."""
+
+
 def sse_message(event: Mapping[str, Any]) -> bytes:
     """One SSE message: `id:` the event id (so a reconnecting page can say where it was), `data:`
-    the event as compact JSON."""
+    the event as compact JSON. Non-finite numbers are sent as null: NaN is not JSON, and a page's
+    JSON.parse drops the whole event over one (review M5)."""
     lines = []
     event_id = event.get("event_id")
-    if isinstance(event_id, str) and "\n" not in event_id:
+    if isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id):
         lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(event, separators=(",", ":")))
+    try:
+        data = json.dumps(event, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        data = json.dumps(_finite_or_null(event), separators=(",", ":"), allow_nan=False)
+    lines.append("data: " + data)
     return ("\n".join(lines) + "\n\n").encode()
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value

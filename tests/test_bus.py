@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from bus_helpers import bus_on, make_window, prefix_on
 
+from merclip.errors import SchemaError
 from merclip.settings import RedisSettings
 from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
@@ -215,7 +216,8 @@ async def test_event_payload_is_the_schema_bytes(bus: Bus, redis_url: str) -> No
 
 
 async def test_invalid_session_id_is_refused(bus: Bus) -> None:
-    with pytest.raises(BusError, match="session id"):
+    # A SchemaError, not a BusError: callers retry BusErrors as outages (review M5(b)).
+    with pytest.raises(SchemaError, match="session id"):
         await bus.write_event(make_event("a{b}", 1))
 
 

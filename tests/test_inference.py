@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import numpy as np
 import pytest
 from bus_helpers import make_window, prefix_on
 
+from merclip.errors import SchemaError
 from merclip.predictor import Predictor
 from merclip.settings import Settings
 from workers.bus import Bus
 from workers.features.extractor import window_to_sample
 from workers.inference import InferenceWorker
-from workers.schemas import event_id_for
+from workers.schemas import MAX_WINDOW_BYTES, encode, event_id_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,3 +272,110 @@ async def test_infer_command_serves_windows_and_stops_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _encoded_with(fw, **fields: object) -> bytes:  # type: ignore[no-untyped-def]
+    """`fw` encoded with fields set to values its schema forbids (a foreign producer's)."""
+    import msgpack
+
+    body = msgpack.unpackb(encode(fw), raw=False)
+    body.update(fields)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+async def _run_until_done(worker: InferenceWorker, n: int) -> None:
+    async with worker:
+        await until(lambda: worker.processed + worker.dead_lettered + worker.skipped >= n)
+
+
+async def test_a_window_with_a_wrong_typed_field_is_dead_lettered_alone(
+    redis_url: str, prefix: str, predictor
+) -> None:
+    # Review M5(a): one `wall_end="soon"` among good windows raised out of the batch, nothing
+    # was acked, and the good windows were redelivered until dead-lettered with it.
+    settings = tiny_settings(prefix)
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        poison = _encoded_with(make_window("p", 99), wall_end="soon")
+        for i in range(6):
+            if i == 3:
+                await bus.add_raw_window({"m": poison})
+            await bus.add_window(make_window("p", i))
+        await _run_until_done(worker, 7)
+        assert sorted(e.seq for e in await bus.events("p", 10)) == list(range(6))
+        [dead] = await bus.dead_letters()
+        assert "wall_end" in str(dead["reason"]) and dead["deliveries"] == "1"
+        assert worker.processed == 6 and worker.dead_lettered == 1 and worker.skipped == 0
+        assert await bus.pending_count(worker.group) == 0
+
+
+async def test_a_session_id_with_braces_is_dead_lettered_not_retried(
+    redis_url: str, prefix: str, predictor
+) -> None:
+    # Review M5(b): the window of `a{b}c` made the event write raise a BusError, taken for an
+    # outage: its whole batch was retried until the deadline, then skipped, with nothing logged.
+    settings = tiny_settings(prefix)
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        for i in range(4):
+            await bus.add_window(make_window("goodC", i))
+        await bus.add_raw_window({"m": _encoded_with(make_window("x", 0), session_id="a{b}c")})
+        await _run_until_done(worker, 5)
+        assert [e.seq for e in await bus.events("goodC", 10)] == [0, 1, 2, 3]
+        [dead] = await bus.dead_letters()
+        assert "session id" in str(dead["reason"])
+        assert worker.redis_errors == 0 and worker.skipped == 0
+
+
+async def test_nan_features_are_dead_lettered_and_never_blank_the_session(
+    redis_url: str, prefix: str, predictor
+) -> None:
+    # Review M5(c): NaN features gave NaN probabilities (not JSON), and the NaN stayed in the
+    # session's moving average, so every later event of the session was NaN too.
+    settings = tiny_settings(prefix)
+    nan_language = make_window("n", 1)
+    nan_language = dataclasses.replace(
+        nan_language, language=np.full_like(nan_language.language, np.nan)
+    )
+    inf_visual = make_window("n", 2)
+    inf_visual = dataclasses.replace(inf_visual, visual=np.full_like(inf_visual.visual, np.inf))
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        for fw in (make_window("n", 0), nan_language, inf_visual, make_window("n", 3)):
+            await bus.add_window(fw)
+        await _run_until_done(worker, 4)
+        events = await bus.events("n", 10)
+        assert [e.seq for e in events] == [0, 3]
+        for ev in events:
+            values = ev.emotion_probs + ev.emotion_smoothed + ev.sentiment_smoothed
+            assert np.isfinite(values).all()
+        reasons = [str(d["reason"]) for d in await bus.dead_letters()]
+        assert ["language" in reasons[0], "visual" in reasons[1]] == [True, True]
+        assert all("NaN or infinite" in r for r in reasons)
+
+
+async def test_oversized_windows_are_dead_lettered_unread(
+    redis_url: str, prefix: str, predictor
+) -> None:
+    # Review M5(d): a (100000, 512) float16 language window (102 MB) was accepted and inferred.
+    settings = tiny_settings(prefix)
+    huge = make_window("big", 0)
+    huge = dataclasses.replace(huge, language=np.zeros((20_000, 64), np.float16))  # 2.5 MB
+    long = dataclasses.replace(make_window("big", 1), language=np.zeros((600, 64), np.float16))
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        with pytest.raises(SchemaError, match="byte limit"):
+            await bus.add_window(huge)  # our own producer refuses it
+        await bus.add_raw_window({"m": encode(huge)})  # a foreign one may not
+        await bus.add_window(long)
+        await bus.add_window(make_window("big", 2))
+        await _run_until_done(worker, 3)
+        assert [e.seq for e in await bus.events("big", 10)] == [2]
+        big, rows = await bus.dead_letters()
+        assert f"{MAX_WINDOW_BYTES}-byte window limit" in str(big["reason"])
+        assert big["m"] == b""  # not copied into the dead-letter stream
+        assert "language has 600 rows" in str(rows["reason"])

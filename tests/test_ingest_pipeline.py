@@ -225,3 +225,30 @@ async def test_a_reconnect_keeps_both_connections_and_names_their_windows(
     assert set(by_connection) == {first_info.connection_id, second_info.connection_id}
     for seqs in by_connection.values():
         assert seqs[0] == 0 and seqs == sorted(seqs)
+
+
+async def test_windows_with_nan_features_are_dropped_at_ingest(tiny_clip: ClipBackbone) -> None:
+    """Review M5(c): NaN media gives NaN features, which inference turned into NaN events (not
+    JSON) and a NaN moving average. Ingest drops such windows, counted, and goes on."""
+    settings = _settings(max_pending_windows=16)  # fed at once: no window dropped as backlog
+    extractor = WindowExtractor(settings, tiny_clip, None)
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(decode(encode(fw)))
+
+    noise = (0.05 * np.random.default_rng(3).standard_normal(16000 * 6)).astype(np.float32)
+    noise[: 16000 * 3] = np.nan  # the first 3 s: windows [0, 2) and [1, 3) are all NaN
+    async with IngestPipeline(settings, extractor, publish) as pipeline:
+        sink = pipeline.sink_factory(_info("nan-1"))
+        await _feed(sink, noise, 6.0, pace=False)
+        sink.on_close()
+        await sink.wait_done()
+    counters = pipeline.counters
+    assert counters.windows_dropped_backlog == 0
+    assert counters.windows_dropped_bad_features >= 2
+    kept = counters.windows_published + counters.windows_dropped_bad_features
+    assert kept == counters.windows_cut
+    assert len(published) >= 2 and published[0].seq >= 2
+    for fw in published:
+        assert fw.audio is not None and np.isfinite(fw.audio).all()

@@ -8,6 +8,7 @@ from dataclasses import replace
 import msgpack
 import numpy as np
 import pytest
+from dashboard_support import make_event
 
 from merclip.errors import SchemaError
 from workers.schemas import (
@@ -142,3 +143,58 @@ def test_object_arrays_are_refused() -> None:
     body = encode(_window(None)).replace(b"<f2", b"|O8")
     with pytest.raises(SchemaError):
         decode(body)
+
+
+def _with(message: FeatureWindow | EmotionEvent, **fields: object) -> bytes:
+    """`message` encoded with some fields set to values of the wrong type (as a foreign
+    producer, or anyone with Redis access, can write them)."""
+    body = msgpack.unpackb(encode(message), raw=False)
+    body.update(fields)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"wall_end": "soon"},
+        {"seq": 1.5},
+        {"seq": True},
+        {"media_start": float("nan")},
+        {"wall_end": float("inf")},
+        {"transcript": 7},
+        {"face_present": 1},
+        {"language": [[1.0, 2.0]]},
+        {"stage_ms": {"asr": "fast"}},
+        {"stage_ms": [1, 2]},
+        {"session_id": "a{b}c"},
+        {"session_id": ""},
+        {"session_id": None},
+    ],
+)
+def test_a_window_field_of_the_wrong_type_is_a_schema_error(fields: dict[str, object]) -> None:
+    (name,) = fields
+    with pytest.raises(SchemaError, match="session.id" if name == "session_id" else name):
+        decode(_with(_window(None), **fields))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"emotion_probs": [0.5, float("nan")]},
+        {"emotion_labels": ["happy", 3]},
+        {"sentiment": 1},
+        {"latency": {"features_ready_ms": "x", "inference_done_ms": 1, "published_ms": 2}},
+        {"latency": "late"},
+    ],
+)
+def test_an_event_field_of_the_wrong_type_is_a_schema_error(fields: dict[str, object]) -> None:
+    good = make_event("s1", 0, "hi")
+    assert decode(encode(good)) == good
+    with pytest.raises(SchemaError):
+        decode(_with(good, **fields))
+
+
+def test_ints_stand_for_floats_but_bools_for_nothing() -> None:
+    fw = decode(_with(_window(None), media_start=6, wall_end=1004))
+    assert isinstance(fw, FeatureWindow) and fw.media_start == 6 and fw.wall_end == 1004
+    assert decode(_with(_window(None), stage_ms={})).stage_ms == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,3 +94,25 @@ async def test_shutdown_ends_open_event_streams() -> None:
                 line = await r.content.readline()
         assert source.closed == ["s2"]
         r.close()
+
+
+async def test_nan_is_sent_as_null_and_an_id_cannot_inject_sse_fields() -> None:
+    # Review M5(c): NaN made the data line invalid JSON (the page dropped the event). Review M6:
+    # an id with "\r" split the id line, so a parser read "event: hidden" as a field of its own.
+    async def source(session_id: str) -> AsyncIterator[dict[str, Any]]:
+        yield {"event_id": "x\revent: hidden", "seq": 0, "probs": [0.5, float("nan")]}
+        yield {"event_id": "ok-1", "seq": 1, "probs": [float("inf"), 0.25]}
+
+    async with running_server(make_settings(), source) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/events/abc") as r:
+                raw = (await r.read()).decode()
+    # Lines as an SSE parser splits them (CR, LF or CRLF end a line): no field but id and data.
+    fields = {line.split(":", 1)[0] for line in re.split(r"\r\n|\r|\n", raw) if line}
+    assert fields == {"retry", "id", "data"} and "NaN" not in raw and "Infinity" not in raw
+    msgs = _messages(raw)
+    assert [json.loads(m["data"]) for m in msgs] == [
+        {"event_id": "x\revent: hidden", "seq": 0, "probs": [0.5, None]},
+        {"event_id": "ok-1", "seq": 1, "probs": [None, 0.25]},
+    ]
+    assert [m.get("id") for m in msgs] == [None, "ok-1"]

@@ -55,7 +55,14 @@ from redis.typing import EncodableT, FieldT
 
 from merclip.errors import MerClipError, SchemaError
 from merclip.settings import RedisSettings
-from workers.schemas import EmotionEvent, FeatureWindow, decode, encode
+from workers.schemas import (
+    MAX_WINDOW_BYTES,
+    EmotionEvent,
+    FeatureWindow,
+    check_session_id,
+    decode,
+    encode,
+)
 
 __all__ = ["Backoff", "Bus", "BusError", "Delivery", "Keys"]
 
@@ -137,10 +144,9 @@ class Keys:
 
 
 def _check_session(session_id: str) -> str:
-    # Braces would break the Cluster hash tag; an empty id would collide across sessions.
-    if not session_id or "{" in session_id or "}" in session_id:
-        raise BusError(f"invalid session id {session_id!r}: must be non-empty without braces")
-    return session_id
+    # SchemaError, not BusError: a bad id is bad input, and callers retry BusErrors as outages
+    # (a window of session `a{b}` was retried until its deadline, taking its batch with it: M5).
+    return check_session_id(session_id)
 
 
 @dataclass(frozen=True)
@@ -265,12 +271,19 @@ class Bus:
     # -- work stream -------------------------------------------------------------------------
 
     async def add_window(self, fw: FeatureWindow) -> str:
-        """Append a window to the work stream; returns its entry id."""
+        """Append a window to the work stream; returns its entry id. SchemaError for a window
+        over MAX_WINDOW_BYTES (inference would dead-letter it unread)."""
+        payload = encode(fw)
+        if len(payload) > MAX_WINDOW_BYTES:
+            raise SchemaError(
+                f"window {fw.session_id}:{fw.seq} is {len(payload)} bytes encoded, over the "
+                f"{MAX_WINDOW_BYTES}-byte limit"
+            )
         entry = await self._call(
             "XADD windows",
             self._r.xadd(
                 self.keys.windows,
-                {"m": encode(fw)},
+                {"m": payload},
                 maxlen=self.settings.windows_maxlen,
                 approximate=True,
             ),
@@ -315,6 +328,10 @@ class Bus:
         raw = fields.get(b"m", b"")
         if not raw:
             return Delivery(eid, deliveries, b"", None, "entry has no 'm' field")
+        if len(raw) > MAX_WINDOW_BYTES:
+            # Not decoded, and not copied into the dead letter (raw = b''): its size is the fault.
+            why = f"entry of {len(raw)} bytes is over the {MAX_WINDOW_BYTES}-byte window limit"
+            return Delivery(eid, deliveries, b"", None, why)
         try:
             message = decode(raw)
         except SchemaError as exc:

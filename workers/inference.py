@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -58,6 +59,10 @@ __all__ = ["InferenceWorker", "add_arguments", "run", "run_inference"]
 log = logging.getLogger(__name__)
 
 _MAX_SMOOTHING_SESSIONS = 10_000
+MAX_LANGUAGE_ROWS = 512
+MAX_VISUAL_ROWS = 64
+MAX_AUDIO_ROWS = 1200
+"""Row limits of a window's features (see InferenceWorker._max_rows), generous on purpose."""
 _ERROR_BACKOFF_S = 1.0
 _MAX_RECONNECT_DELAY_S = 2.0
 
@@ -217,32 +222,70 @@ class InferenceWorker:
         ack: list[str] = []
         ready: list[_Ready] = []
         for d in deliveries:
-            fw = d.message
-            if fw is None:
-                await self._dead(d, f"undecodable: {d.error}", ack)
-            elif d.deliveries > self.cfg.max_deliveries:
-                reason = (
-                    f"delivered {d.deliveries} times (max_deliveries {self.cfg.max_deliveries})"
-                )
-                await self._dead(d, reason, ack)
-            elif read_wall - fw.wall_end > self.cfg.deadline_seconds:
-                self.skipped += 1
-                metrics.INFER_SKIPPED.inc()
-                ack.append(d.entry_id)
-                log.debug("window %s:%d past its deadline: skipped", fw.session_id, fw.seq)
-            else:
-                problem = self._misfit(fw)
-                if problem:
-                    await self._dead(d, problem, ack)
-                else:
-                    ready.append(_Ready(d, fw, self._to_sample(fw), read_wall))
+            # One window at a time: a window that breaks the checks in an unforeseen way is
+            # dead-lettered alone; before, it raised out of the loop and nothing of its batch
+            # was acked, so its good neighbours were redelivered to death with it (review M5).
+            try:
+                item = await self._sort_out(d, read_wall, ack)
+            except BusError:
+                raise
+            except Exception as exc:
+                log.exception("window %s: unexpected error while checking it", d.entry_id)
+                await self._dead(d, f"unexpected error: {type(exc).__name__}: {exc}", ack)
+                continue
+            if item is not None:
+                ready.append(item)
         if ready:
             ack += await self._infer_and_publish(ready)
         if ack:
             await self.bus.ack(self.group, ack)
 
+    async def _sort_out(self, d: Delivery, read_wall: float, ack: list[str]) -> _Ready | None:
+        """The window ready for inference, or None when it was dead-lettered or skipped (then
+        its entry id is in `ack`)."""
+        fw = d.message
+        if fw is None:
+            await self._dead(d, f"undecodable: {d.error}", ack)
+        elif d.deliveries > self.cfg.max_deliveries:
+            reason = f"delivered {d.deliveries} times (max_deliveries {self.cfg.max_deliveries})"
+            await self._dead(d, reason, ack)
+        elif read_wall - fw.wall_end > self.cfg.deadline_seconds:
+            self.skipped += 1
+            metrics.INFER_SKIPPED.inc()
+            ack.append(d.entry_id)
+            log.debug("window %s:%d past its deadline: skipped", fw.session_id, fw.seq)
+        else:
+            problem = self._misfit(fw)
+            if problem:
+                await self._dead(d, problem, ack)
+            else:
+                return _Ready(d, fw, self._to_sample(fw), read_wall)
+        return None
+
+    def _max_rows(self) -> dict[str, int]:
+        """Most rows a window's features may have (review M5: a (100000, 512) window was
+        accepted). Real windows: language <= 128 tokens (MiniLM; CLIP 77), visual <=
+        ingest.max_faces_per_window, audio 10 log-mel rows per second of window. The margins
+        allow ingest and inference to be configured apart."""
+        window_s = self.settings.ingest.window_seconds
+        return {
+            "language": MAX_LANGUAGE_ROWS,
+            "visual": max(MAX_VISUAL_ROWS, self.settings.ingest.max_faces_per_window),
+            "audio": max(MAX_AUDIO_ROWS, math.ceil(window_s * 10) + 10),
+        }
+
     def _misfit(self, fw: FeatureWindow) -> str:
         """Why these features cannot go into this model ('' when they can)."""
+        for name, limit in self._max_rows().items():
+            x = getattr(fw, name)
+            if x is None:
+                continue
+            if x.ndim >= 1 and x.shape[0] > limit:
+                return f"bad features: {name} has {x.shape[0]} rows, at most {limit} allowed"
+            if x.dtype.kind == "f" and not np.isfinite(x).all():
+                # NaN in, NaN out: the event would not be JSON and the session's moving average
+                # would stay NaN for good.
+                return f"bad features: {name} holds NaN or infinite values"
         space = self.predictor.feature_space
         if fw.feature_space != space:
             return (
@@ -291,6 +334,11 @@ class InferenceWorker:
         )
         for i in order:
             r, result = ready[i], results[i]
+            if not isinstance(result, BaseException) and not _finite(result):
+                # Finite features should give finite probabilities; if the model does not, the
+                # window is dead-lettered (a retry would give the same) and smoothing is spared.
+                await self._dead(r.delivery, "the model gave non-finite probabilities", ack)
+                continue
             if isinstance(result, BaseException):
                 self.failed += 1
                 metrics.INFER_FAILURES.inc()
@@ -331,7 +379,7 @@ class InferenceWorker:
             newer = fw.seq > state.seq
         else:
             newer = known is None or fw.wall_start >= known.wall_start
-        if newer:
+        if newer and np.isfinite(emo).all() and np.isfinite(sen).all():  # never NaN in state
             self._smooth[fw.session_id] = _Smoothed(
                 fw.seq, emo, sen, fw.connection_id, fw.wall_start
             )
@@ -400,6 +448,10 @@ class InferenceWorker:
             "last_batch_size": self.last_batch_size,
             "last_inference_ms": round(self.last_inference_ms, 3),
         }
+
+
+def _finite(pred: Prediction) -> bool:
+    return bool(np.isfinite(pred.emotion_probs).all() and np.isfinite(pred.sentiment_probs).all())
 
 
 # -- `merclip infer` --------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class IngestCounters:
     windows_dropped_windowing: int = 0
     """Skipped by the windower because nobody popped them (should stay 0)."""
     extraction_errors: int = 0
+    windows_dropped_bad_features: int = 0
+    """Extracted with NaN/inf features (never published: inference would dead-letter them)."""
     publish_errors: int = 0
     windows_unsent: int = 0
     """Windows waiting in the unsent buffer now (Redis unreachable)."""
@@ -244,6 +246,10 @@ class IngestPipeline:
         await self.aclose()
 
 
+def _finite(x: np.ndarray | None) -> bool:
+    return x is None or x.dtype.kind != "f" or bool(np.isfinite(x).all())
+
+
 def _consume_exception(fut: Future[FrameFeature]) -> None:
     """A frame job nobody awaits (its window was dropped) must not log 'never retrieved'."""
     if not fut.cancelled():
@@ -386,6 +392,16 @@ class SessionIngest(MediaSink):
         except Exception:
             counters.extraction_errors += 1
             log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)
+            return
+        bad = [m for m in ("language", "visual", "audio") if not _finite(getattr(fw, m))]
+        if bad:  # NaN in, NaN out: the event would not be JSON (review M5)
+            counters.windows_dropped_bad_features += 1
+            log.warning(
+                "session %s: window %d has NaN/inf %s features: dropped",
+                sid,
+                raw.seq,
+                "/".join(bad),
+            )
             return
         try:
             if not await self.pipeline.send(fw, self):

@@ -147,6 +147,7 @@ class _IngestCollector(Collector):
         "backlog": "windows_dropped_backlog",
         "windowing": "windows_dropped_windowing",
         "extraction_error": "extraction_errors",
+        "bad_features": "windows_dropped_bad_features",
         "publish_error": "publish_errors",
         "unsent": "windows_dropped_unsent",
     }

@@ -9,15 +9,28 @@ Wire format: a msgpack map `{"v": SCHEMA_VERSION, "type": <MessageType>, ...fiel
 are msgpack ext type 1 holding `dtype|shape|raw bytes`. Other languages read the same map; arrays
 are only in FeatureWindow, which they never need. Stream entries carry the encoded message in the
 field `m`.
+
+What `decode` accepts (anyone who can write to Redis can write a message, review M5): every field
+must have its annotated type (an int where a float is annotated is fine, a bool is never a
+number), floats must be finite (NaN is not JSON, and would poison the smoothing state), and the
+session id must be non-empty without braces (they would break the key's Cluster hash tag). A
+message that breaks any of this raises SchemaError, so its window is dead-lettered alone instead
+of failing the batch it was read with. An encoded FeatureWindow is at most MAX_WINDOW_BYTES: real
+ones are under 200 KB (MiniLM 128 x 384 or CLIP 77 x 512 text rows, 4 face rows, 40 log-mel
+rows of float16); the bus refuses bigger ones on both ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
+import math
 import struct
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,11 +40,13 @@ import numpy as np
 from merclip.errors import SchemaError
 
 __all__ = [
+    "MAX_WINDOW_BYTES",
     "SCHEMA_VERSION",
     "EmotionEvent",
     "FeatureWindow",
     "Latency",
     "MessageType",
+    "check_session_id",
     "decode",
     "encode",
     "event_id_for",
@@ -39,6 +54,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _NDARRAY_EXT = 1
+MAX_WINDOW_BYTES = 1 << 20
+"""Largest encoded FeatureWindow (1 MiB, 5x the largest real one; see the module docstring)."""
 
 
 class MessageType(enum.StrEnum):
@@ -181,12 +198,24 @@ def decode(data: bytes) -> FeatureWindow | EmotionEvent:
     elif kind == MessageType.EMOTION_EVENT.value:
         cls = EmotionEvent
         if isinstance(body.get("latency"), dict):
-            try:
-                body["latency"] = Latency(**body["latency"])
-            except TypeError as exc:
-                raise SchemaError(f"bad latency field: {exc}") from exc
+            body["latency"] = _build(Latency, body["latency"], "latency")
     else:
         raise SchemaError(f"unknown message type {kind!r}")
+    message = _build(cls, body, str(kind))
+    check_session_id(message.session_id)
+    return message
+
+
+def check_session_id(session_id: str) -> str:
+    """`session_id`, if it can name Redis keys: non-empty, no braces (they would break the
+    Cluster hash tag `{S}`; an empty id would collide across sessions). Else SchemaError."""
+    if not session_id or "{" in session_id or "}" in session_id:
+        raise SchemaError(f"invalid session id {session_id!r}: must be non-empty without braces")
+    return session_id
+
+
+def _build(cls: type[Any], body: dict[str, Any], kind: str) -> Any:
+    """cls(**body) after checking the field names and the type of every value."""
     names = {f.name for f in dataclasses.fields(cls)}
     required = {
         f.name
@@ -199,7 +228,53 @@ def decode(data: bytes) -> FeatureWindow | EmotionEvent:
     unknown = body.keys() - names
     if unknown:
         raise SchemaError(f"{kind} has unknown fields {sorted(unknown)}")
+    hints = _field_types(cls)
+    for name, value in body.items():
+        if not _fits(value, hints[name]):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            wanted = _type_name(hints[name])
+            wanted += " (finite)" if "float" in wanted else ""
+            raise SchemaError(
+                f"{kind} field {name!r} must be {wanted}, got {type(value).__name__} {shown}"
+            )
     return cls(**body)
+
+
+@functools.cache
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return str(hint.__name__)
+    return str(hint).replace("numpy.", "np.")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a decoded value has the annotated type (the few shapes the schemas use)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(hint)
+        return isinstance(value, dict) and all(
+            _fits(a, k) and _fits(b, v) for a, b in value.items()
+        )
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    return isinstance(value, hint)
 
 
 def _to_plain(obj: Any, keep_arrays: bool = False) -> Any:

@@ -74,5 +74,10 @@ async def subscribe(
                     if seen.add(event.event_id):
                         yield event
             async for event in live:
+                if session is not None and event.session_id != session:
+                    # Published on this session's channel for another session: not ours to show
+                    # (only a forger writes that; review M6).
+                    log.debug("dropped an event of %r on %r's channel", event.session_id, session)
+                    continue
                 if seen.add(event.event_id):
                     yield event

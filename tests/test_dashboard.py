@@ -93,6 +93,43 @@ async def test_overview_says_redis_is_down_instead_of_failing() -> None:
         redis.stop()
 
 
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+async def test_a_redis_password_never_shows_in_errors_logs_or_the_overview(
+    form: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review L3: the `?password=` form was logged and served by /dashboard/overview during an
+    outage, and "bad Redis URL" errors quoted the whole URL."""
+    import logging
+
+    from workers.bus import BusError
+
+    secret = "S3cretPw" + os.urandom(4).hex()
+    caplog.set_level(logging.DEBUG)
+    bad = f"redis://alice:{secret}@127.0.0.1:63x79/0"
+    with pytest.raises(BusError) as bad_url:
+        async with Bus.connect(bad):
+            pass
+    with pytest.raises(BusError) as bad_option:  # was a raw RedisError (a traceback in the CLI)
+        async with Bus.connect(f"rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus&password={secret}"):
+            pass
+    settings = Settings()
+    redis = EmbeddedRedis(password=secret)
+    redis.start()
+    url = redis.url if form == "userinfo" else f"redis://127.0.0.1:{redis.port}/0?password={secret}"
+    try:
+        async with Bus.connect(url, settings.redis) as bus:
+            monitor = Monitor(bus, settings, count_events=False)
+            assert (await monitor.refresh())["redis"]["ok"] is True
+            redis.stop()
+            ov = await asyncio.wait_for(monitor.refresh(), 30)
+            assert ov["redis"]["ok"] is False and "cannot reach Redis" in ov["redis"]["error"]
+    finally:
+        redis.stop()
+    assert "cannot reach Redis" in caplog.text  # the outage was logged, redacted
+    for text in (str(bad_url.value), str(bad_option.value), json.dumps(ov), caplog.text):
+        assert secret not in text
+
+
 @pytest.fixture
 async def dashboard(redis_url: str, settings: Settings) -> AsyncIterator[str]:
     """`merclip dashboard`'s app on a real Redis; yields its base URL."""

@@ -167,3 +167,38 @@ def test_a_fixed_port_that_is_taken_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(EmbeddedRedisError, match="Address already in use"):
             EmbeddedRedis(port=port).start()
+
+
+def test_a_password_keeps_other_clients_out_and_off_the_command_line() -> None:
+    """Review M6: the embedded Redis of `merclip serve` took any local client, so any process
+    on the machine could read every transcript and publish forged events."""
+    password = "pw-" + os.urandom(8).hex()
+    server = EmbeddedRedis(password=password)
+    with server as url:
+        assert url.startswith(f"redis://:{password}@127.0.0.1:")
+        assert password not in server.redacted_url and ":***@" in server.redacted_url
+        anonymous = redis.Redis(port=server.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        client = redis.Redis.from_url(url)
+        assert client.ping() is True
+        client.close()
+        # Not in /proc/PID/cmdline (world-readable), but in files only this user can read.
+        assert server.pid is not None
+        assert password not in " ".join(psutil.Process(server.pid).cmdline())
+        assert server.url_file is not None and server.url_file.read_text().strip() == url
+        assert server.url_file.stat().st_mode & 0o777 == 0o600
+        assert server.url_file.parent.stat().st_mode & 0o777 == 0o700
+        assert (server.url_file.parent / "redis.conf").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_password_works_on_the_unix_socket_too() -> None:
+    server = EmbeddedRedis(unix_socket=True, password="s3cret-pw")
+    with server as url:
+        assert url.startswith("unix://:s3cret-pw@/")
+        client = redis.Redis.from_url(url)
+        assert client.ping() is True
+        client.close()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=server._socket_path).ping()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,11 @@ def test_serve_starts_embedded_redis_and_exits_cleanly(tmp_path: Path, sig: int)
     try:
         parent = psutil.Process(proc.pid)
         children = parent.children(recursive=True)
-        assert any("redis-server" in " ".join(c.cmdline()) for c in children), children
+        [redis_child] = [c for c in children if "redis-server" in " ".join(c.cmdline())]
+        # Review M6: other local processes must not get into the embedded Redis.
+        port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
         with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
             assert resp.status == 200
         with urllib.request.urlopen(url, timeout=10) as resp:

@@ -162,3 +162,33 @@ def test_subscribe_command_without_url_says_what_to_do(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--redis-url" in proc.stderr
+
+
+async def test_an_event_of_another_session_on_a_session_channel_is_dropped(
+    bus: Bus, redis_url: str
+) -> None:
+    """Review M6: whoever can PUBLISH (a forger) could put any session's event on `abc`'s
+    channel, and `abc`'s page showed it."""
+    from workers.schemas import encode
+
+    got: list[tuple[str, int]] = []
+
+    async def consume() -> None:
+        prefix = bus.settings.prefix
+        async with contextlib.aclosing(subscribe(redis_url, "abc", prefix=prefix)) as evs:
+            async for ev in evs:
+                got.append((ev.session_id, ev.seq))
+                if ev.seq == 2:
+                    break
+
+    task = asyncio.create_task(consume())
+    await _wait_subscribed(redis_url, bus.keys.session_channel("abc"))
+    client = aioredis.from_url(redis_url)
+    try:
+        channel = bus.keys.session_channel("abc")
+        await client.publish(channel, encode(make_event("xyz", 1)))  # forged
+        await client.publish(channel, encode(make_event("abc", 2)))
+    finally:
+        await client.aclose()
+    await asyncio.wait_for(task, 10)
+    assert got == [("abc", 2)]

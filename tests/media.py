@@ -27,6 +27,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 __all__ = [
+    "CONTINUOUS_SPEECH",
     "SPEECH_TEXT",
     "face_frame",
     "face_video",
@@ -39,6 +40,14 @@ __all__ = [
 SPEECH_RATE = 16000
 SPEECH_TEXT = "Hello world, this is a test of the emotion recognition system."
 """A sentence tiny.en transcribes reliably from espeak-ng (asserted on: hello, world, test)."""
+CONTINUOUS_SPEECH = (
+    "I am very happy to see you again. It has been a long time since we last met, and I have "
+    "so many things to tell you about my new job. Please open the window, it is very hot in "
+    "here. I think we should turn on the air conditioning before the meeting starts this "
+    "afternoon."
+)
+"""15 s of speech (eight service windows) that tiny.en transcribes word for word from espeak-ng
+through 4 s windows at most lead-ins: for tests of the running transcript."""
 
 
 def _key(*parts: object) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from media import SPEECH_TEXT, face_video
+from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_video
 from service_support import tiny_settings
 from stream_support import SineTrack
 
@@ -21,6 +23,7 @@ from workers.bus import Bus
 from workers.schemas import EmotionEvent
 from workers.service import LiveService
 from workers.subscriber import subscribe
+from workers.transcript import normalise
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +84,38 @@ async def test_face_and_speech_reach_events_on_channel_and_stream(
     async with Bus.connect(service.redis_url, service.settings.redis) as bus:
         stored = await bus.events(session, count=100)
     assert [e.event_id for e in stored][: len(live)] == [e.event_id for e in live]
+
+
+async def test_a_live_session_transcript_says_each_word_once(media_dir: Path) -> None:
+    """15 s of speech streamed over WebRTC in real time, so that the window borders fall where
+    the connection's arrival clock puts them, through the service's 4 s / 2 s windows: the
+    running transcript (the events' new_text, in order) repeats nothing and holds the spoken
+    words in order, short of what the ASR gets wrong (test_ingest_pipeline.py pins the exact
+    transcript at fixed lead-ins). The windows' own transcripts overlap: the page used to list
+    those, every word twice."""
+    settings = tiny_settings().replace("ingest", window_seconds=4.0, hop_seconds=2.0)
+    video = face_video(media_dir, CONTINUOUS_SPEECH, seconds=16.5)
+    session = "e2e-words"
+    async with LiveService(settings) as svc:
+        async with Bus.connect(svc.redis_url, svc.settings.redis) as bus:
+            await stream_file(svc.url, video, session_id=session)
+            events = await _events_once_settled(bus, session, at_least=7)
+    spoken = [normalise(w) for w in CONTINUOUS_SPEECH.split()]
+    said = [normalise(w) for ev in events for w in ev.new_text.split()]
+    assert [ev.seq for ev in events] == list(range(len(events)))
+    # A word published twice shows as a word pair said more often than spoken ("new job new
+    # job"), or a word said twice in a row ("job job").
+    spoken_pairs = Counter(zip(spoken, spoken[1:], strict=False))
+    said_pairs = Counter(zip(said, said[1:], strict=False))
+    repeats = [
+        p
+        for p, n in said_pairs.items()
+        if n > max(1, spoken_pairs[p]) or (p[0] == p[1] and not spoken_pairs[p])
+    ]
+    assert not repeats, " ".join(said)
+    match = difflib.SequenceMatcher(a=spoken, b=said, autojunk=False)
+    assert match.ratio() >= 0.9, " ".join(said)
+    assert sum(len(ev.transcript.split()) for ev in events) > 1.5 * len(spoken)
 
 
 async def test_concurrent_sessions_never_see_each_others_events(

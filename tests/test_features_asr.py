@@ -14,6 +14,7 @@ from media import read_wav_16k
 from merclip.errors import ConfigError
 from merclip.settings import AsrSettings
 from workers.features.asr import Transcriber, bundled_model_path, resolve_model
+from workers.transcript import normalise
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +131,33 @@ def test_short_encoder_context_gives_the_same_words(
     # A window longer than the context falls back to faster-whisper's own 30 s path.
     tiny_context = Transcriber("bundled", context_seconds=2.0)
     assert {"hello", "world", "test"} <= _words(tiny_context.transcribe(audio))
+
+
+def test_words_are_timed_on_the_callers_clock_on_both_paths(
+    bundled_whisper: Transcriber, speech_path: Path
+) -> None:
+    """Every recognised word with its media start and end, which the transcript's ownership
+    rule needs (workers/transcript.py): the test sentence after 1 s of silence, in a window
+    whose audio starts at media time 10 s, through the short context and faster-whisper's path."""
+    audio = np.concatenate([np.zeros(16000, np.float32), read_wav_16k(speech_path)])
+    end = 10.0 + audio.size / 16000
+    short = Transcriber("bundled", context_seconds=10.0)
+    for asr in (short, bundled_whisper):
+        result = asr.transcribe_window(audio, offset=10.0)
+        words = result.words
+        assert " ".join(w.text for w in words) == result.text
+        assert {"hello", "world", "test"} <= {normalise(w.text) for w in words}
+        # The speech starts at 11.0: the first word does not swallow the silence before it.
+        assert normalise(words[0].text) == "hello"
+        assert words[0].media_start == pytest.approx(11.0, abs=0.25)
+        assert words[-1].media_end == pytest.approx(end, abs=0.8)
+        for w in words:
+            assert 10.0 <= w.media_start <= w.media_end <= end and 0.0 <= w.probability <= 1.0
+        starts = [w.media_start for w in words]
+        assert starts == sorted(starts)
+    # Timing words changes nothing in the text (one encoder pass, decoded as before).
+    untimed = Transcriber("bundled", context_seconds=10.0, words=False).transcribe_window(audio)
+    assert untimed.text == short.transcribe_window(audio).text and untimed.words == ()
 
 
 def test_service_settings_use_the_short_context() -> None:

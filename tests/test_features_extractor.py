@@ -66,6 +66,9 @@ def test_speech_and_face_window(extractor: WindowExtractor, speech_path: Path) -
     for name in ("language", "visual", "audio"):
         np.testing.assert_array_equal(getattr(back, name), getattr(fw, name))
     assert back.transcript == fw.transcript and back.stage_ms == fw.stage_ms
+    # Every word of the window, on the media clock (ingest keeps those the window owns).
+    assert " ".join(w.text for w in fw.words) == fw.transcript and back.words == fw.words
+    assert all(0.0 <= w.media_start <= w.media_end <= 4.0 for w in fw.words)
 
     sample = window_to_sample(back)
     assert sample.id == "sess-1:0"

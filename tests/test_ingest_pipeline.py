@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
+from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
+from service_support import tiny_settings
 
 from merclip.clip_backbone import ClipBackbone
 from merclip.settings import Settings
 from stream.peer import SessionInfo
+from workers.bus import Bus
 from workers.features.asr import Transcriber
 from workers.features.extractor import WindowExtractor
 from workers.ingest import IngestPipeline
-from workers.schemas import FeatureWindow, decode, encode
+from workers.schemas import EmotionEvent, FeatureWindow, decode, encode
+from workers.transcript import GUARD_SECONDS, normalise
 
 pytestmark = pytest.mark.slow
 
@@ -252,3 +255,61 @@ async def test_windows_with_nan_features_are_dropped_at_ingest(tiny_clip: ClipBa
     assert len(published) >= 2 and published[0].seq >= 2
     for fw in published:
         assert fw.audio is not None and np.isfinite(fw.audio).all()
+
+
+@pytest.mark.parametrize("lead", [0.35, 0.75])
+async def test_each_spoken_word_is_in_the_session_transcript_once_in_order(
+    media_dir: Path, tiny_clip: ClipBackbone, bus: Bus, lead: float
+) -> None:
+    """15 s of continuous speech through the whole pipeline as served: the service's windows
+    (4 s, 2 s hop: every word is heard by two windows), the short-context Whisper, ownership in
+    the session's ingest, Redis, the inference worker. The session's transcript, its events'
+    new_text in order, holds each spoken word exactly once, in order, each word timed inside its
+    event's window; the events' transcripts, whole windows, repeat half of what they say."""
+    from merclip.predictor import Predictor
+    from workers.inference import InferenceWorker
+
+    settings = tiny_settings().replace("inference", deadline_seconds=600.0)
+    # Fed faster than real time: nothing may be dropped as backlog for this count to hold.
+    settings = settings.replace(
+        "ingest", window_seconds=4.0, hop_seconds=2.0, max_pending_windows=16
+    )
+    speech = read_wav_16k(speech_wav(media_dir, CONTINUOUS_SPEECH))
+    silence = np.zeros(16000, np.float32)
+    audio = np.concatenate([silence[: int(lead * 16000)], speech, silence])
+    extractor = WindowExtractor(settings, tiny_clip, Transcriber.from_settings(settings.asr))
+    assert extractor.asr is not None and extractor.asr.context_seconds == 10.0
+    session = f"words-{lead}"
+    windows: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        windows.append(fw)
+        await bus.add_window(fw)
+
+    predictor = Predictor.from_settings(settings)
+    async with InferenceWorker(settings, bus, predictor, consumer="words") as worker:
+        async with IngestPipeline(settings, extractor, publish) as pipeline:
+            sink = pipeline.sink_factory(_info(session))
+            await _feed(sink, audio, audio.size / 16000, pace=False)
+            sink.on_close()
+            await sink.wait_done()
+        deadline = time.monotonic() + 60
+        while worker.processed < len(windows) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    events: list[EmotionEvent] = await bus.events(session, 100)
+
+    assert pipeline.counters.windows_dropped_backlog == 0
+    assert [ev.seq for ev in events] == list(range(len(windows))) and len(events) >= 7
+    spoken = [normalise(w) for w in CONTINUOUS_SPEECH.split()]
+    running = " ".join(ev.new_text for ev in events if ev.new_text)
+    assert [normalise(w) for w in running.split()] == spoken, running
+    for ev in events:
+        assert ev.new_text == " ".join(w.text for w in ev.words)
+        for w in ev.words:  # owned by the window whose last hop holds its end
+            assert ev.media_start <= w.media_start <= w.media_end <= ev.media_end
+            assert w.media_end < ev.media_end - GUARD_SECONDS or ev.seq == len(events) - 1
+    ends = [w.media_end for ev in events for w in ev.words]
+    assert ends == sorted(ends)
+    assert events[0].words[0].media_start == pytest.approx(lead, abs=0.3)
+    heard_twice = sum(len(ev.transcript.split()) for ev in events)
+    assert heard_twice > 1.5 * len(spoken)  # what the page showed before: fragments, repeated

@@ -15,6 +15,7 @@ from workers.schemas import (
     EmotionEvent,
     FeatureWindow,
     Latency,
+    Word,
     decode,
     encode,
     event_id_for,
@@ -121,6 +122,58 @@ def test_a_window_without_connection_id_still_decodes() -> None:
     old = decode(msgpack.packb(body, use_bin_type=True))
     assert isinstance(old, FeatureWindow) and old.connection_id == ""
     assert decode(encode(replace(fw, connection_id="c1"))).connection_id == "c1"
+
+
+WORDS = [Word("Hello", 6.3, 6.62, 0.91), Word("world,", 6.62, 7.1, 0.58)]
+
+
+def test_words_round_trip_in_windows_and_events() -> None:
+    fw = replace(_window(None), words=WORDS)
+    out = decode(encode(fw))
+    assert isinstance(out, FeatureWindow) and out.words == WORDS
+    ev = replace(make_event("s1", 0, "Hello world, again"), words=WORDS, new_text="Hello world,")
+    back = decode(encode(ev))
+    assert back == ev and all(isinstance(x, Word) for x in back.words)
+    plain = ev.to_json_dict()
+    assert plain["words"][1] == {
+        "text": "world,",
+        "media_start": 6.62,
+        "media_end": 7.1,
+        "probability": 0.58,
+    }
+    assert plain["new_text"] == "Hello world," and plain["transcript"] == "Hello world, again"
+
+
+def test_messages_from_before_words_still_decode() -> None:
+    """Windows and events written before `words` / `new_text` existed (still in the streams
+    during an upgrade) decode with no words."""
+    for message, fields in (
+        (replace(_window(None), words=WORDS), ("words",)),
+        (replace(make_event("s1", 0, "hi"), words=WORDS, new_text="x"), ("words", "new_text")),
+    ):
+        body = msgpack.unpackb(encode(message), raw=False)
+        for name in fields:
+            del body[name]
+        old = decode(msgpack.packb(body, use_bin_type=True))
+        assert old.words == [] and getattr(old, "new_text", "") == ""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "Hello world",
+        ["Hello"],
+        [{"text": "Hello", "media_start": 0.0}],
+        [{"text": "Hello", "media_start": 0.0, "media_end": float("nan")}],
+        [{"text": 3, "media_start": 0.0, "media_end": 0.2}],
+        [{"text": "Hello", "media_start": 0.0, "media_end": 0.2, "speaker": "a"}],
+    ],
+)
+def test_malformed_words_are_a_schema_error(words: object) -> None:
+    with pytest.raises(SchemaError, match="word"):
+        decode(_with(_window(None), words=words))
+    with pytest.raises(SchemaError, match="word"):
+        decode(_with(make_event("s1", 0, "hi"), words=words))
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,27 @@ def test_audio_track_that_starts_late_gives_a_short_first_window() -> None:
     assert first.media_start == 0.0 and len(first.audio) == 3 * SR
 
 
+def test_each_window_says_when_its_audio_starts() -> None:
+    """Word times are the ASR's seconds into the window's audio plus audio_start: a track that
+    starts inside the window must not shift every word of it by the silence before it."""
+    w = SessionWindower(4.0, 2.0, 2.0)
+    w.push_audio(np.ones(int(SR * 5.5), np.float32), 7.0)  # covers media 1.5 .. 7.0
+    first, second = w.pop_ready(0.0)
+    assert first.audio_start == pytest.approx(1.5) and len(first.audio) == int(2.5 * SR)
+    assert second.audio_start == pytest.approx(2.0) == second.media_start
+    assert w.flush(0.0)[-1].audio_start == pytest.approx(4.0)
+
+
+def test_only_the_last_window_of_a_session_is_marked_last() -> None:
+    """The session's last window owns the words up to its very end (workers/transcript.py)."""
+    w = SessionWindower(4.0, 2.0, 2.0)
+    _push_seconds(w, 9.0)
+    popped = w.pop_ready(0.0)
+    flushed = w.flush(0.0)
+    assert [x.last for x in popped + flushed] == [False] * len(popped) + [True]
+    assert flushed[-1].partial and flushed[-1].media_start == 6.0  # [6, 9): 1 s not yet covered
+
+
 def test_memory_stays_bounded_over_a_long_session() -> None:
     w = SessionWindower(4.0, 2.0, video_fps=2.0)
     frame = np.zeros((48, 64, 3), np.uint8)

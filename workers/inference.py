@@ -433,6 +433,8 @@ class InferenceWorker:
             ),
             stage_ms=stage_ms,
             trained_on=p.trained_on,
+            words=list(fw.words),
+            new_text=" ".join(w.text for w in fw.words),
         )
 
     def stats(self) -> dict[str, float]:

@@ -13,6 +13,10 @@ While Redis is unreachable, extracted windows wait in ONE bounded buffer per pro
 retries with backoff, in order; sessions go on streaming and windowing meanwhile, so a Redis restart
 costs at most the windows that did not fit (and those the inference deadline then skips).
 
+Words: windows overlap, so each session's `SessionTranscript` (workers/transcript.py) keeps, of
+the words a window recognised, those it owns, in window order on the session task, before the
+window is published: every word of the session goes out in one window only.
+
 Visual features are computed per sampled frame as soon as the frame arrives (faces + CLIP in
 threads of their own, so a window's ASR never queues behind frames; frames waiting from several
 sessions are encoded in one batch): overlapping windows share that work, and a window's end waits
@@ -43,6 +47,7 @@ from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.frame_batcher import FrameBatcher
 from workers.schemas import FeatureWindow
+from workers.transcript import SessionTranscript
 from workers.windowing import RawWindow, SessionWindower
 
 __all__ = ["IngestCounters", "IngestPipeline", "SessionIngest"]
@@ -264,6 +269,8 @@ class SessionIngest(MediaSink):
         self.pipeline = pipeline
         self.info = info
         self.windower = SessionWindower(ingest.window_seconds, ingest.hop_seconds, ingest.video_fps)
+        self.transcript = SessionTranscript()
+        """Which window publishes each word (windows overlap): see workers/transcript.py."""
         self.max_pending = ingest.max_pending_windows
         self._pending: deque[RawWindow] = deque()
         self._frame_jobs: dict[float, Future[FrameFeature]] = {}
@@ -403,6 +410,9 @@ class SessionIngest(MediaSink):
                 "/".join(bad),
             )
             return
+        # In window order, and only for windows that will be published: a window dropped before
+        # this point leaves its words to the next one.
+        fw = dataclasses.replace(fw, words=self.transcript.own(fw.words, raw.media_end, raw.last))
         try:
             if not await self.pipeline.send(fw, self):
                 return  # held until Redis answers; counted as published when sent

@@ -46,6 +46,7 @@ __all__ = [
     "FeatureWindow",
     "Latency",
     "MessageType",
+    "Word",
     "check_session_id",
     "decode",
     "encode",
@@ -61,6 +62,20 @@ MAX_WINDOW_BYTES = 1 << 20
 class MessageType(enum.StrEnum):
     FEATURE_WINDOW = "feature_window"
     EMOTION_EVENT = "emotion_event"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word, on the session's media clock (workers/transcript.py owns the rule
+    that publishes each word once although windows overlap)."""
+
+    text: str
+    """As Whisper wrote it, punctuation attached ("world,"), no surrounding spaces."""
+    media_start: float
+    """Seconds since the session started, like the window's media_start."""
+    media_end: float
+    probability: float = 0.0
+    """Whisper's mean token probability of the word (0 to 1)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,11 @@ class FeatureWindow:
     """The WebRTC connection the window came from (stream.peer.SessionInfo.connection_id). seq
     restarts at 0 when a client reconnects under the same session_id, so a window is named by
     (session_id, connection_id, seq). '' in windows from before this field."""
+    words: list[Word] = field(default_factory=list)
+    """The recognised words this window owns, in order: each word of the session is in exactly
+    one window although windows overlap (workers/transcript.py). The extractor fills in every
+    word of the window; the session's ingest keeps the owned ones before publishing. `transcript`
+    still holds the whole window's text (the language features cover the whole window)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,7 @@ class EmotionEvent:
     wall_start: float
     wall_end: float
     transcript: str
+    """ASR text of the whole window (overlapping windows repeat words: see words / new_text)."""
     emotion_labels: list[str]
     emotion_probs: list[float]
     """Per label, in emotion_labels order: sigmoid of normalised similarities."""
@@ -154,6 +175,13 @@ class EmotionEvent:
     trained_on: str = ""
     """What the model was trained on, e.g. "FER2013 faces + MELD utterances + RAVDESS speech"
     ('' for zero-shot)."""
+    words: list[Word] = field(default_factory=list)
+    """The words this event publishes, in order, with their media times: each recognised word of
+    the session is in exactly one event (the window whose last hop, moved 0.25 s earlier, holds
+    the word's end; workers/transcript.py)."""
+    new_text: str = ""
+    """`words` joined by spaces: the text new in this event. A session's running transcript is
+    its events' new_text in seq order, with no repeats ('' in events from before this field)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what `merclip subscribe` prints and the pages read)."""
@@ -201,6 +229,10 @@ def decode(data: bytes) -> FeatureWindow | EmotionEvent:
             body["latency"] = _build(Latency, body["latency"], "latency")
     else:
         raise SchemaError(f"unknown message type {kind!r}")
+    if isinstance(body.get("words"), list):  # maps become Words; anything else fails the check
+        body["words"] = [
+            _build(Word, w, "word") if isinstance(w, dict) else w for w in body["words"]
+        ]
     message = _build(cls, body, str(kind))
     check_session_id(message.session_id)
     return message

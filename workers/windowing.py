@@ -64,6 +64,12 @@ class RawWindow:
     """Sampled frames (media_time, RGB uint8 (H, W, 3)) with media_start <= time < media_end."""
     partial: bool = False
     """True for the short last window emitted by flush()."""
+    audio_start: float | None = None
+    """Media time of audio[0]: later than media_start when the audio track began inside the
+    window. None: media_start (windows built by hand)."""
+    last: bool = False
+    """No later window follows (the last window of a flush()): it owns the words up to its very
+    end (workers/transcript.py)."""
 
 
 class SessionWindower:
@@ -203,21 +209,25 @@ class SessionWindower:
             new_from = max(start, self._emitted_end)
             if now - new_from >= self.min_tail - _EPS and now > start:
                 out.append(self._emit(start, now, wall_clock_of_media_zero, partial=True))
+        if out:
+            out[-1].last = True
         self.closed = True
         self._chunks.clear()
         self._frames.clear()
         return out
 
     def _emit(self, start: float, end: float, wall0: float, partial: bool = False) -> RawWindow:
+        audio, audio_start = self._audio_between(start, end)
         window = RawWindow(
             seq=self._next_seq,
             media_start=start,
             media_end=end,
             wall_start=wall0 + start,
             wall_end=wall0 + end,
-            audio=self._audio_between(start, end),
+            audio=audio,
             frames=[(t, f) for t, f in self._frames if start - _EPS <= t < end - _EPS],
             partial=partial,
+            audio_start=audio_start,
         )
         self._next_seq += 1
         self._emitted_end = end
@@ -226,19 +236,22 @@ class SessionWindower:
 
     # ---- memory --------------------------------------------------------------------------
 
-    def _audio_between(self, start: float, end: float) -> np.ndarray | None:
+    def _audio_between(self, start: float, end: float) -> tuple[np.ndarray | None, float | None]:
+        """The samples held between two media times, and the media time of the first one."""
         if self._audio_origin is None:
-            return None
+            return None, None
         i0 = max(self._base, int(round((start - self._audio_origin) * self.sr)))
         i1 = min(self._n_samples, int(round((end - self._audio_origin) * self.sr)))
         if i1 <= i0:
-            return None
+            return None, None
         parts = []
         for first, x in self._chunks:
             lo, hi = max(i0, first), min(i1, first + x.size)
             if lo < hi:
                 parts.append(x[lo - first : hi - first])
-        return np.concatenate(parts) if parts else None
+        if not parts:
+            return None, None
+        return np.concatenate(parts), self._audio_origin + i0 / self.sr
 
     def _trim(self) -> None:
         """Drop audio and frames that only already-emitted windows needed."""

@@ -23,6 +23,19 @@ trained on 30 s inputs; shorter contexts are outside its training distribution (
 `audio_ctx` makes the same trade), so 30 restores faster-whisper's own path exactly. Windows longer
 than the context use that path.
 
+Word timestamps: every recognised word gets its start and end (AsrResult.words, on the caller's
+clock), which workers/transcript.py needs to publish each word once although windows overlap.
+On the short path they come from CTranslate2's cross-attention alignment (`Whisper.align`, what
+faster-whisper's `word_timestamps` runs) on the same encoder output that was decoded, so the
+encoder still runs once; on faster-whisper's path `word_timestamps=True` is used in timestamp
+mode (see `_transcribe_full`). Cost, measured on the 2-core machine while a training job ran
+(`python benchmarks/word_timing.py --calls 40`: the same 4 s speech windows, calls with and
+without words interleaved; ms per window, median / min): short context 203 / 114 without words,
+229 / 120 with them (+26 ms, +13%; load average 2.5 to 3.2), and +31 ms (+16%) in an earlier
+sitting at load 4.4 to 5.4; faster-whisper's 30 s path 709 / 543 without, 752 / 604 with
+(+43 ms, +6%). `Transcriber(words=False)` skips the timing, for that measurement only: windows
+without timed words publish no words.
+
 Threads: one WhisperModel is shared by all extraction threads and calls are serialised by a lock.
 CTranslate2 runs concurrent calls in parallel only with num_workers > 1, each worker then needing
 its own share of the cores. Measured on the 2-core machine (`python benchmarks/extract_stages.py
@@ -47,10 +60,15 @@ import numpy as np
 from merclip.errors import ConfigError
 from merclip.settings import AsrSettings
 from workers.features.audio_features import speech_ratio
+from workers.schemas import Word
 
 __all__ = ["AsrResult", "Transcriber", "bundled_model_path", "resolve_model"]
 
 log = logging.getLogger(__name__)
+
+# faster-whisper's defaults: punctuation that is glued to the word before / after it.
+_PREPEND_PUNCTUATION = "\"'“¿([{-"
+_APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,9 @@ class AsrResult:
     speech_ratio: float
     asr_called: bool
     elapsed_ms: float
+    words: tuple[Word, ...] = ()
+    """The recognised words in order, timed on the caller's clock (`offset` + seconds into the
+    audio); () when silent, or when the Transcriber was built with words=False."""
 
 
 def bundled_model_path() -> Path:
@@ -113,6 +134,7 @@ class Transcriber:
         device: str = "cpu",
         cpu_threads: int = 0,
         context_seconds: float = 30.0,
+        words: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel  # heavy import, only where ASR is used
 
@@ -136,6 +158,8 @@ class Transcriber:
         self.beam_size = beam_size
         self.min_speech_ratio = min_speech_ratio
         self.context_seconds = context_seconds
+        self.words = words
+        """Time every word (see the module doc); False only to measure what that costs."""
         self._lock = threading.Lock()
         from faster_whisper.tokenizer import Tokenizer
 
@@ -164,31 +188,61 @@ class Transcriber:
         """Transcript of 16 kHz mono float32 audio; '' for silence (Whisper is not called)."""
         return self.transcribe_window(audio16k).text
 
-    def transcribe_window(self, audio16k: np.ndarray | None) -> AsrResult:
+    def transcribe_window(self, audio16k: np.ndarray | None, offset: float = 0.0) -> AsrResult:
+        """Text and timed words of one window; `offset` is the media time of audio16k[0]."""
         t0 = time.perf_counter()
         ratio = speech_ratio(audio16k)
         if audio16k is None or ratio < self.min_speech_ratio:
             return AsrResult("", False, ratio, False, (time.perf_counter() - t0) * 1e3)
         audio = np.ascontiguousarray(audio16k, dtype=np.float32)
-        if audio.size / 16000 + 0.5 <= self.context_seconds < 30:
+        duration = audio.size / 16000
+        if duration + 0.5 <= self.context_seconds < 30:
             with self._lock:
-                text = self._transcribe_short(audio)
-            return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3)
-        with self._lock:
-            segments, _info = self._model.transcribe(
-                audio,
-                language=self.language,
-                beam_size=self.beam_size,
-                vad_filter=False,
-                condition_on_previous_text=False,
-                without_timestamps=True,
+                text, words = self._transcribe_short(audio)
+        else:
+            with self._lock:
+                text, words = self._transcribe_full(audio)
+        timed = tuple(
+            Word(
+                text=w.text,
+                media_start=round(offset + min(w.media_start, duration), 3),
+                media_end=round(offset + min(w.media_end, duration), 3),
+                probability=round(w.probability, 3),
             )
-            # Segments are a lazy generator: decoding happens while iterating, so inside the lock.
-            text = " ".join(s.text.strip() for s in segments).strip()
-        return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3)
+            for w in words
+        )
+        return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3, timed)
 
-    def _transcribe_short(self, audio: np.ndarray) -> str:
-        """Encoder input padded to `context_seconds` instead of 30 s (see the module doc)."""
+    def _transcribe_full(self, audio: np.ndarray) -> tuple[str, list[Word]]:
+        """faster-whisper's own path (30 s context). With words, it runs in timestamp mode: with
+        `without_timestamps` its word timing seeks to the last word's end and decodes the rest
+        of the window again, which hallucinated "Bye. Bye bye." after a test sentence."""
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=not self.words,
+            word_timestamps=self.words,
+        )
+        # Segments are a lazy generator: decoding happens while iterating (the caller holds
+        # the lock).
+        texts: list[str] = []
+        words: list[Word] = []
+        for s in segments:
+            texts.append(s.text.strip())
+            for w in s.words or ():
+                if w.word.strip():
+                    words.append(
+                        Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+                    )
+        return " ".join(texts).strip(), words
+
+    def _transcribe_short(self, audio: np.ndarray) -> tuple[str, list[Word]]:
+        """Encoder input padded to `context_seconds` instead of 30 s (see the module doc); the
+        words are timed on the same encoder output (CTranslate2's cross-attention alignment,
+        what faster-whisper's word_timestamps runs)."""
         import ctranslate2
 
         frames = int(self.context_seconds * 100)  # 10 ms mel frames
@@ -197,8 +251,11 @@ class Transcriber:
         padded[:, : features.shape[1]] = features
         tok = self._tokenizer
         prompt = [*tok.sot_sequence, tok.no_timestamps]
+        encoded = ctranslate2.StorageView.from_array(padded[None])
+        if self.words:  # encode once: generate and align both read the encoder output
+            encoded = self._model.model.encode(encoded)
         result = self._model.model.generate(
-            ctranslate2.StorageView.from_array(padded[None]),
+            encoded,
             [prompt],
             beam_size=self.beam_size,
             max_length=min(448, len(prompt) + int(self.context_seconds * 8)),
@@ -206,4 +263,58 @@ class Transcriber:
             suppress_tokens=[-1],
         )
         ids = [i for i in result[0].sequences_ids[0] if i < tok.eot]
-        return str(tok.decode(ids)).strip()
+        text = str(tok.decode(ids)).strip()
+        if not self.words or not ids:
+            return text, []
+        return text, self._align(ids, encoded, features.shape[1])
+
+    def _align(self, ids: list[int], encoded: object, num_frames: int) -> list[Word]:
+        """Word times of the decoded `ids` from the decoder's cross-attention on `encoded`: what
+        faster-whisper's find_alignment + add_word_timestamps do, on CTranslate2's API directly
+        (faster-whisper's own helpers changed signature between 1.0 and 1.1)."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        tok = self._tokenizer
+        (result,) = self._model.model.align(
+            encoded, tok.sot_sequence, [ids], num_frames, median_filter_width=7
+        )
+        texts, tokens = tok.split_to_word_tokens([*ids, tok.eot])
+        if len(tokens) <= 1:
+            return []
+        bounds = np.pad(np.cumsum([len(t) for t in tokens[:-1]]), (1, 0))  # first token of each
+        text_index = np.array([pair[0] for pair in result.alignments])
+        time_index = np.array([pair[1] for pair in result.alignments])
+        jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
+        jump_times = time_index[jumps] / self._model.tokens_per_second  # 20 ms encoder frames
+        probs = result.text_token_probs
+        alignment = [
+            {
+                "word": texts[k],
+                "tokens": tokens[k],
+                "start": float(jump_times[bounds[k]]),
+                "end": float(jump_times[bounds[k + 1]]),
+                "probability": float(np.mean(probs[bounds[k] : bounds[k + 1]])),
+            }
+            for k in range(len(bounds) - 1)
+        ]
+        # faster-whisper's clamps: a word's alignment swallows a pause before it (the window's
+        # first word, a word after a full stop) or a full stop's swallows the pause after it.
+        # Left alone, "Hello" after 1 s of silence spans the whole second, and would overlap
+        # (be taken for) the words an earlier window published there (workers/transcript.py).
+        durations = np.array([w["end"] - w["start"] for w in alignment])
+        durations = durations[durations.nonzero()]
+        longest = 2 * min(0.7, float(np.median(durations))) if durations.size else 0.0
+        marks = ".。!！?？"
+        for k, w in enumerate(alignment):
+            if not longest or w["end"] - w["start"] <= longest:
+                continue
+            if w["word"] in marks:
+                w["end"] = w["start"] + longest
+            elif k == 0 or alignment[k - 1]["word"] in marks:
+                w["start"] = w["end"] - longest
+        merge_punctuations(alignment, _PREPEND_PUNCTUATION, _APPEND_PUNCTUATION)
+        return [
+            Word(w["word"].strip(), w["start"], w["end"], w["probability"])
+            for w in alignment
+            if w["word"].strip()
+        ]

@@ -3,7 +3,9 @@
 Used unchanged by the streaming ingest (called from executor threads) and by `merclip extract`.
 Stages and what they produce (float16 on the wire); the encoders are those of
 settings.features.space (encoders.py: MiniLM + FER expression net, or CLIP):
-- asr:          transcript (faster-whisper behind the energy gate, see asr.py)
+- asr:          transcript and its timed words (faster-whisper behind the energy gate, see
+                asr.py); FeatureWindow.words gets every word, the streaming ingest keeps the
+                ones the window owns (workers/transcript.py)
 - text_encoder: language = encoders.language([transcript])[0], (T_l, D_l); None if no words
 - faces:        YuNet on at most `ingest.max_faces_per_window` of the window's sampled frames
                 (evenly spread when there are more), the largest face of each frame
@@ -35,7 +37,7 @@ from workers.features.asr import Transcriber
 from workers.features.audio_features import log_mel_features, speech_ratio
 from workers.features.encoders import ClipEncoders, FeatureEncoders, load_encoders
 from workers.features.faces import FaceDetector
-from workers.schemas import FeatureWindow
+from workers.schemas import FeatureWindow, Word
 from workers.windowing import RawWindow
 
 __all__ = ["STAGES", "FrameFeature", "WindowExtractor", "select_frames", "window_to_sample"]
@@ -147,9 +149,12 @@ class WindowExtractor:
         known = frame_features or {}
 
         t = time.perf_counter()
+        words: list[Word] = []
         if self.asr is not None:
-            result = self.asr.transcribe_window(raw.audio)
+            offset = raw.media_start if raw.audio_start is None else raw.audio_start
+            result = self.asr.transcribe_window(raw.audio, offset)
             transcript, speech_present = result.text, result.speech_present
+            words = list(result.words)
         else:
             transcript = ""
             speech_present = speech_ratio(raw.audio) >= self.min_speech_ratio
@@ -206,6 +211,7 @@ class WindowExtractor:
             features_ready_wall=time.time(),
             stage_ms=stage_ms,
             feature_space=self.encoders.space,
+            words=words,
         )
 
 

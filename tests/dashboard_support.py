@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from workers.schemas import EmotionEvent, Latency, event_id_for
+from workers.schemas import EmotionEvent, Latency, Word, event_id_for
 
 __all__ = ["LABELS", "make_event"]
 
@@ -16,7 +16,9 @@ LABELS = ["happy", "sad", "anger", "surprise", "disgust", "fear"]
 def make_event(
     session_id: str, seq: int, text: str, probs: list[float] | None = None, **fields: Any
 ) -> EmotionEvent:
-    """An event of merclip-tiny-live/test predicting `probs`; `fields` replace any other value."""
+    """An event of merclip-tiny-live/test predicting `probs`; `fields` replace any other value.
+    Unless `fields` set words / new_text, every word of `text` is new in this event (timed 0.4 s
+    apart from the window's start), as in a session whose windows do not overlap."""
     if probs is None:
         probs = [0.7, 0.1, 0.1, 0.2, 0.05, 0.1] if seq % 2 == 0 else [0.1, 0.8, 0.2, 0.1, 0.1, 0.3]
     now = time.time()
@@ -47,4 +49,10 @@ def make_event(
         latency=Latency(features_ready_ms=300.0, inference_done_ms=340.0, published_ms=345.0),
         stage_ms={"asr": 210.0, "faces": 30.0, "queue": 4.0},
     )
-    return dataclasses.replace(event, **fields)
+    event = dataclasses.replace(event, **fields)
+    if "words" in fields or "new_text" in fields:
+        return event
+    t0 = event.media_start
+    said = event.transcript.split()
+    words = [Word(w, t0 + 0.4 * i, t0 + 0.4 * i + 0.3, 0.9) for i, w in enumerate(said)]
+    return dataclasses.replace(event, words=words, new_text=" ".join(w.text for w in words))

@@ -16,17 +16,27 @@ from media import face_y4m, read_wav_16k
 from stream_support import make_settings, running_server, wait_for
 
 from stream.server import REGISTRY
-from workers.schemas import Latency
+from workers.schemas import Latency, Word
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-def _event(session_id: str, seq: int, *, zero_shot: bool, pretrained: bool, text: str) -> dict:
+def _event(
+    session_id: str, seq: int, *, zero_shot: bool, pretrained: bool, text: str, new: str = ""
+) -> dict:
+    """`text`: the window's whole transcript; `new`: the words only this event says (default
+    all of them)."""
     first = seq == 0
+    words = [
+        Word(w, 2.0 * seq + 2.0 + 0.4 * i, 2.0 * seq + 2.3 + 0.4 * i)
+        for i, w in enumerate(new.split())
+    ]
+    extra = {"words": words, "new_text": new} if new else {}
     return make_event(
         session_id,
         seq,
         text,
+        **extra,
         probs=[0.81, 0.12, 0.05, 0.64, 0.02, 0.07] if first else [0.2, 0.7, 0.1, 0.1, 0.1, 0.1],
         media_start=2.0 * seq,
         media_end=2.0 * seq + 4.0,
@@ -52,9 +62,19 @@ class TwoEvents:
 
     async def __call__(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         self.subscribed.append(session_id)
-        yield _event(session_id, 0, zero_shot=True, pretrained=False, text="hello world")
+        first = _event(session_id, 0, zero_shot=True, pretrained=False, text="hello world")
+        yield first
         await self.release.wait()
-        yield _event(session_id, 1, zero_shot=True, pretrained=True, text="this is a test")
+        yield first  # replayed, as after an EventSource reconnect: not shown again
+        # The next window overlaps the first: its transcript says "hello world" again.
+        yield _event(
+            session_id,
+            1,
+            zero_shot=True,
+            pretrained=True,
+            text="hello world this is a test",
+            new="this is a test",
+        )
         await asyncio.Event().wait()  # a live source never ends on its own
 
 
@@ -152,8 +172,10 @@ async def test_page_streams_camera_and_microphone_and_renders_events(
             assert await page.locator("#bars .bar.predicted").evaluate_all(
                 "els => els.map(e => e.dataset.label)"
             ) == ["sad"]
+            # The running transcript: each event's new words on a line, nothing twice.
             transcript = await page.locator("#transcript li").all_text_contents()
-            assert len(transcript) == 2 and "this is a test" in transcript[1]
+            assert len(transcript) == 2, transcript
+            assert transcript[0].endswith("hello world") and transcript[1] == "4.0sthis is a test"
             assert "negative" in (await page.text_content("#sentiment") or "")
             assert await page.text_content("#speech") == "silence"
             await page.wait_for_timeout(400)

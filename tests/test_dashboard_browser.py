@@ -145,16 +145,19 @@ async def test_dashboard_command_replays_history_then_goes_live() -> None:
                             timeout=10000,
                         )
 
-                        # A new event is shown live, without reloading.
-                        assert await bus.write_event(make_event("replayed", 4, "see you soon"))
+                        # A new event is shown live, without reloading; its window overlaps
+                        # the last one, whose words the running transcript does not repeat.
+                        again = make_event(
+                            "replayed", 4, "nice weather see you soon", new_text="see you soon"
+                        )
+                        assert await bus.write_event(again)
                         await page.wait_for_function(
                             "document.getElementById('detail-count').textContent === '4'",
                             timeout=10000,
                         )
                         assert await _int(page, "#detail-last-seq") == 4
-                        assert "see you soon" in (
-                            await page.text_content("#detail-transcript") or ""
-                        )
+                        words = await page.text_content("#detail-transcript") or ""
+                        assert "see you soon" in words and words.count("nice weather") == 1
                         assert await page.text_content("#detail-speech") == "speaking"
                         # A second session appears beside the first.
                         assert await bus.write_event(make_event("other", 0, "hi"))

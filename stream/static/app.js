@@ -3,6 +3,7 @@
 "use strict";
 
 const TRANSCRIPT_LINES = 8;
+const SHOWN_IDS = 1000; // event ids remembered to show each event once
 const ICE_GATHER_TIMEOUT_MS = 3000;
 // Downscale in the browser: faces need no more than 640x480 at 15 fps, and every pixel we send
 // is decoded on the server whether it is used or not.
@@ -28,7 +29,14 @@ const $ = (id) => document.getElementById(id);
 // "Access control"); the token goes with the offer and the event stream.
 const ACCESS_TOKEN = new URLSearchParams(location.search).get("token") || "";
 
-const state = { pc: null, stream: null, events: null, sessionId: null, count: 0 };
+const state = {
+  pc: null,
+  stream: null,
+  events: null,
+  sessionId: null,
+  count: 0,
+  shown: new Set(),
+};
 
 function setStatus(text) {
   $("status").textContent = text;
@@ -171,6 +179,13 @@ function openEvents(sessionId) {
 // ---- rendering -------------------------------------------------------------------------------
 
 function render(ev) {
+  // /events replays the session's recent events first, again when EventSource reconnects or
+  // the page joins the session again: each event is shown once, or the transcript would repeat.
+  if (ev.event_id) {
+    if (state.shown.has(ev.event_id)) return;
+    state.shown.add(ev.event_id);
+    if (state.shown.size > SHOWN_IDS) state.shown.delete(state.shown.values().next().value);
+  }
   state.count += 1;
   $("event-count").textContent = String(state.count);
   renderBanner(ev);
@@ -265,13 +280,16 @@ function renderSentiment(ev) {
 }
 
 function renderTranscript(ev) {
-  const text = (ev.transcript || "").trim();
+  // new_text: the words this event adds. Each word of the session is in one event only, while
+  // ev.transcript is its whole window, which the overlapping next window says again.
+  const text = (ev.new_text || "").trim();
   if (!text) return;
   const list = $("transcript");
   const item = document.createElement("li");
   const t = document.createElement("span");
   t.className = "t";
-  t.textContent = `${Number(ev.media_start || 0).toFixed(1)}s`;
+  const first = (ev.words || [])[0];
+  t.textContent = `${Number((first && first.media_start) || ev.media_start || 0).toFixed(1)}s`;
   item.append(t, document.createTextNode(text));
   list.appendChild(item);
   while (list.children.length > TRANSCRIPT_LINES) list.removeChild(list.firstChild);

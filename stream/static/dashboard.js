@@ -297,15 +297,18 @@ function renderLatency(events) {
 }
 
 function renderTranscript(events) {
+  // The running transcript: each event's new_text (the words it owns; the overlapping windows'
+  // transcripts say most words twice), one line per event in seq order.
   const items = events
-    .filter((ev) => (ev.transcript || "").trim())
+    .filter((ev) => (ev.new_text || "").trim())
     .slice(-TRANSCRIPT_LINES)
     .map((ev) => {
       const li = document.createElement("li");
       const t = document.createElement("span");
       t.className = "t";
-      t.textContent = `${fmt(ev.media_start, 1)}s`;
-      li.append(t, document.createTextNode(ev.transcript.trim()));
+      const first = (ev.words || [])[0];
+      t.textContent = `${fmt(first ? first.media_start : ev.media_start, 1)}s`;
+      li.append(t, document.createTextNode(ev.new_text.trim()));
       return li;
     });
   const list = $("detail-transcript");

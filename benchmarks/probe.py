@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("|---|---|---|---|---|")
     for r in rows:
-        acc2 = (
-            f"{r['probe_acc2']:.3f} / {r['model_acc2']:.3f}" if "probe_acc2" in r else "–"
-        )
+        acc2 = f"{r['probe_acc2']:.3f} / {r['model_acc2']:.3f}" if "probe_acc2" in r else "–"
         print(
             f"| {r['data']} | {r['n']} | {r['probe_micro_f1']:.3f} / {r['model_micro_f1']:.3f} "
             f"| {r['probe_accuracy']:.3f} / {r['model_accuracy']:.3f} | {acc2} |"

@@ -98,3 +98,16 @@ def write_ravdess(root: Path) -> None:
     write_flac(root / "train" / "Actor_02" / "03-01-04-01-01-01-09.flac")  # actor 9 in Actor_02
     (root / "train" / "Actor_02" / "notes.txt").write_text("not audio")
     write_flac(root / "val" / "Actor_17" / "03-01-04-01-01-01-17.flac")
+
+
+def shared_data(kind: str) -> Path:
+    """The real `kind` dataset in ../shared/data (or $MERCLIP_DATA_DIR); skips when absent."""
+    import os
+
+    import pytest
+
+    env = os.environ.get("MERCLIP_DATA_DIR")
+    root = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data") / kind
+    if not root.is_dir():
+        pytest.skip(f"no {kind} data at {root} (set MERCLIP_DATA_DIR to the shared data folder)")
+    return root

@@ -4,7 +4,6 @@ pass over the real data in shared/data when it is present."""
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from emotion_data import (
     RAVDESS_CODES,
     face_pixels,
     meld_row,
+    shared_data,
     write_fer,
     write_flac,
     write_meld,
@@ -331,19 +331,13 @@ def test_ravdess_undecodable_file_is_an_error_naming_it(ravdess_root: Path) -> N
 
 # --- the real data, when present ------------------------------------------------------------
 
-REAL_DATA = Path(
-    os.environ.get("MERCLIP_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 CLASS_COUNT = {"fer2013": 7, "meld": 7, "ravdess": 8}
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_real_data_reads_two_items_of_every_class(kind: str, split: str) -> None:
-    root = REAL_DATA / kind
-    if not root.is_dir():
-        hint = f"set MERCLIP_DATA_DIR to the folder that holds {kind}/"
-        pytest.skip(f"real {kind} data not found at {root} ({hint})")
+    root = shared_data(kind)
     assert split in available_splits(kind, root)
     items = load_split(kind, root, split, limit_per_class=2)
     counts = Counter(i.source_label for i in items)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from emotion_data import shared_data
 from skimage import data
 
 from merclip.errors import ConfigError
@@ -24,11 +25,6 @@ from workers.features.expression import (
 from workers.features.faces import FaceDetector
 
 VAL_PER_CLASS = 50
-
-
-def _data_dir() -> Path:
-    env = os.environ.get("MERCLIP_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +102,7 @@ def test_the_astronaut_is_happy(encoder: ExpressionEncoder, astronaut_face: np.n
 
 
 def test_fer2013_val_accuracy_beats_half(encoder: ExpressionEncoder) -> None:
-    val = _data_dir() / "fer2013" / "val"
-    if not val.is_dir():
-        pytest.skip(f"FER2013 not found at {val} (set MERCLIP_DATA_DIR to the shared data folder)")
+    val = shared_data("fer2013") / "val"
     faces, labels = [], []
     for label, name in enumerate(EXPRESSION_CLASSES):
         files = sorted((val / name).glob("*.jpg"))[:VAL_PER_CLASS]  # first 50 by name

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from merclip.batch import Sample
+from merclip.data.emotion_sets import KINDS as RAW_KINDS
 from merclip.data.live_dataset import load_live_dataset
 from merclip.data.mmsa import MMSA_DIMS, load_mmsa
-from merclip.data.emotion_sets import KINDS as RAW_KINDS
 from merclip.data.synthetic import SyntheticSpec, make_synthetic
 from merclip.errors import DatasetError
 

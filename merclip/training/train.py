@@ -40,13 +40,13 @@ from merclip.errors import ConfigError, DatasetError
 from merclip.minilm import load_minilm
 from merclip.model import MerClip
 from merclip.settings import Settings
-from merclip.training.mixing import epoch_samples
 from merclip.training.evaluate import (
     baseline_metrics,
     evaluate_model,
     has_task_labels,
     resolve_device,
 )
+from merclip.training.mixing import epoch_samples
 
 __all__ = [
     "TrainOptions",

@@ -3,10 +3,10 @@ visual rows. `WindowExtractor` (live ingest and `merclip extract`) and the datas
 (`workers/features/datasets.py`, for `merclip train --data fer2013:DIR` ...) both call these, so a
 model is trained on exactly what it is served.
 
-| features.space    | language (T_l, D_l)                         | visual (N_faces, D_v)                  |
-|-------------------|---------------------------------------------|----------------------------------------|
-| "live-pretrained" | MiniLM token states + sentence row, 384     | FER2013 mini-Xception pool+logits, 135 |
-| "live"            | CLIP text tokens SOT..EOT, embed_dim        | CLIP image embedding, embed_dim        |
+- "live-pretrained": language = MiniLM token states + the sentence row (T_l, 384); visual = the
+  FER2013 mini-Xception's pooled last block + logits per face (N_faces, 135).
+- "live": language = CLIP text tokens SOT..EOT (T_l, embed_dim); visual = CLIP image embedding
+  per face (N_faces, embed_dim).
 
 Audio is the same in both: 64-band log-mel rows (audio_features.py).
 """

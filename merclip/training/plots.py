@@ -29,11 +29,7 @@ def plot_training_curves(history: dict[str, Any], path: str | Path) -> Path:
     ax_metric.set_ylabel(history.get("selection_metric", "validation score"))
     ax_metric.set_ylim(0, 1)
     fig.suptitle(f"{history.get('model', '')} {'/'.join(history.get('tasks', []))}".strip())
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_per_label_f1(per_label: dict[str, dict[str, float]], path: str | Path, title: str) -> Path:
@@ -53,11 +49,7 @@ def plot_per_label_f1(per_label: dict[str, dict[str, float]], path: str | Path, 
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("F1")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: str | Path, title: str) -> Path:
@@ -78,6 +70,10 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: str | Path, 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

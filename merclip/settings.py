@@ -111,10 +111,13 @@ class ServerSettings:
     max_sessions: int = 8
     max_body_bytes: int = 262144
     inactivity_timeout_seconds: float = 20.0
+    max_event_streams: int = 64
+    """Server-sent event streams (/events/*, /dashboard/events) open at once; more get 503."""
 
     def validate(self) -> None:
         _check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
         _check(self.max_sessions >= 1, "server.max_sessions", "must be >= 1")
+        _check(self.max_event_streams >= 1, "server.max_event_streams", "must be >= 1")
         _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
 
 

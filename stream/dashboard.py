@@ -51,6 +51,9 @@ DASHBOARD_REPLAY = 300
 """How many recent events (over all sessions) a feed factory should replay on connect: about
 ten minutes of one session at a 2 s hop, or the last minute of ten."""
 
+DEFAULT_MAX_STREAMS = 64
+"""server.max_event_streams's default, for an app that did not set its own cap."""
+
 DASHBOARD_EVENTS_DROPPED = Counter(
     "merclip_dashboard_events_dropped", "Events dropped because a dashboard read them too slowly"
 )
@@ -63,8 +66,13 @@ def add_dashboard(
     *,
     static_dir: Path | None = None,
 ) -> None:
-    """Add the dashboard routes to `app` (before it starts)."""
+    """Add the dashboard routes to `app` (before it starts). /dashboard/events counts against
+    the app's stream cap (`app[sse.STREAM_LIMIT]`, set by create_app; DEFAULT_MAX_STREAMS when
+    the app has none)."""
     static = static_dir or STATIC_DIR
+    if sse.STREAM_LIMIT not in app:
+        app[sse.STREAM_LIMIT] = sse.StreamLimit(DEFAULT_MAX_STREAMS)
+    stream_limit = app[sse.STREAM_LIMIT]
     streams: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
 
     async def page(request: web.Request) -> web.StreamResponse:
@@ -90,6 +98,9 @@ def add_dashboard(
         return web.json_response(body, headers={"Cache-Control": "no-cache"})
 
     async def events(request: web.Request) -> web.StreamResponse:
+        refused = stream_limit.refusal()  # before the factory opens anything
+        if refused is not None:
+            return refused
         task = asyncio.current_task()
         assert task is not None
         streams.add(task)
@@ -100,6 +111,7 @@ def add_dashboard(
                 queue_size=DASHBOARD_QUEUE_SIZE,
                 dropped_counter=DASHBOARD_EVENTS_DROPPED,
                 what="dashboard",
+                limit=stream_limit,
             )
         finally:
             streams.discard(task)
@@ -122,6 +134,7 @@ def create_dashboard_app(
     *,
     static_dir: Path | None = None,
     middlewares: Iterable[Any] = (),
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> web.Application:
     """An app that serves only the dashboard (`merclip dashboard`): the dashboard routes, `/`
     redirecting to it, `/healthz`, and this process's Prometheus metrics at `/metrics`.
@@ -129,6 +142,7 @@ def create_dashboard_app(
     `middlewares`: e.g. `stream.server.access_middlewares(settings)`, the same token check that
     guards /dashboard on `merclip serve`."""
     app = web.Application(middlewares=list(middlewares))
+    app[sse.STREAM_LIMIT] = sse.StreamLimit(max_streams)
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/dashboard")

@@ -364,6 +364,7 @@ def create_app(
         client_max_size=server.max_body_bytes, middlewares=access_middlewares(settings)
     )
     app[REGISTRY] = registry
+    app[sse.STREAM_LIMIT] = stream_limit = sse.StreamLimit(server.max_event_streams)
     sse_tasks: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
 
     async def index(request: web.Request) -> web.StreamResponse:
@@ -455,6 +456,9 @@ def create_app(
             return _error(400, "bad_session_id", "session ids are 1-64 of [A-Za-z0-9_-]")
         if events_factory is None:
             return _error(404, "no_events", "this server was started without an event source")
+        refused = stream_limit.refusal()  # before the factory opens anything
+        if refused is not None:
+            return refused
         task = asyncio.current_task()
         assert task is not None
         sse_tasks.add(task)
@@ -465,6 +469,7 @@ def create_app(
                 queue_size=EVENTS_QUEUE_SIZE,
                 dropped_counter=EVENTS_DROPPED,
                 what="events",
+                limit=stream_limit,
             )
         finally:
             sse_tasks.discard(task)

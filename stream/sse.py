@@ -4,6 +4,10 @@ Both the events endpoint (`/events`, stream/server.py) and the dashboard feed (s
 relay a Redis subscription to a browser. A pump task fills a bounded queue, so a slow page never
 stalls the subscription behind it: when the queue is full the oldest queued event is dropped and
 counted. A comment line every `keepalive_s` keeps proxies from closing an idle stream.
+
+Streams are capped per app (`StreamLimit`, from server.max_event_streams): beyond the cap a new
+stream is refused with 503 + Retry-After before anything is opened for it (review M3: streams
+were unbounded, each with Redis connections of its own, until the fds ran out).
 """
 
 from __future__ import annotations
@@ -18,13 +22,54 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-__all__ = ["EVENT_ID_RE", "KEEPALIVE_SECONDS", "relay", "sse_message"]
+__all__ = [
+    "EVENT_ID_RE",
+    "KEEPALIVE_SECONDS",
+    "STREAM_LIMIT",
+    "StreamLimit",
+    "relay",
+    "sse_message",
+]
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
+RETRY_AFTER_SECONDS = 5
+
+STREAMS_OPEN = Gauge("merclip_sse_streams", "Server-sent event streams open now")
+STREAMS_REFUSED = Counter(
+    "merclip_sse_streams_refused",
+    "Event streams refused because server.max_event_streams were open",
+)
+
+
+class StreamLimit:
+    """At most `limit` event streams open at once (all SSE routes of one app together)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def refusal(self) -> web.Response | None:
+        """The 503 to send when every stream slot is taken, else None."""
+        if self.open < self.limit:
+            return None
+        STREAMS_REFUSED.inc()
+        return web.json_response(
+            {
+                "error": "too_many_streams",
+                "detail": f"all {self.limit} event streams of this server are open "
+                "(server.max_event_streams); retry later",
+            },
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+STREAM_LIMIT = web.AppKey("merclip_stream_limit", StreamLimit)
+"""app[STREAM_LIMIT]: the cap shared by /events/* and /dashboard/events of one app."""
 
 
 async def relay(
@@ -35,9 +80,37 @@ async def relay(
     dropped_counter: Counter,
     what: str,
     keepalive_s: float = KEEPALIVE_SECONDS,
+    limit: StreamLimit | None = None,
 ) -> web.StreamResponse:
     """Stream `source` to the client until it ends or the client goes away; then close it.
-    `what` names the feed in logs; `dropped_counter` counts events dropped for a slow client."""
+    `what` names the feed in logs; `dropped_counter` counts events dropped for a slow client.
+    With `limit` full, the stream is refused (503) and `source` is closed unread."""
+    refused = limit.refusal() if limit is not None else None
+    if refused is not None:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        return refused
+    if limit is not None:
+        limit.open += 1
+    STREAMS_OPEN.inc()
+    try:
+        return await _relay(request, source, queue_size, dropped_counter, what, keepalive_s)
+    finally:
+        STREAMS_OPEN.dec()
+        if limit is not None:
+            limit.open -= 1
+
+
+async def _relay(
+    request: web.Request,
+    source: AsyncIterator[Mapping[str, Any]],
+    queue_size: int,
+    dropped_counter: Counter,
+    what: str,
+    keepalive_s: float,
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -229,3 +230,42 @@ async def test_unreachable_server_is_a_clean_error() -> None:
     with pytest.raises(BusError, match="no Redis URL"):
         async with Bus.connect("", RedisSettings()):
             pass
+
+
+class _CountingBus(Bus):
+    """A Bus that records how many event entries it decodes, and on which thread."""
+
+    decoded = 0
+    threads: set[str] = set()
+
+    def _decode_events(self, entries: list) -> list[EmotionEvent]:
+        type(self).decoded += len(entries)
+        type(self).threads.add(threading.current_thread().name)
+        return super()._decode_events(entries)
+
+
+async def test_the_dashboard_replay_decodes_about_count_events_off_the_loop(
+    redis_url: str,
+) -> None:
+    """Review M4: each dashboard connect read and decoded `count` events PER SESSION on the
+    event loop (100 sessions x 300 = 30 000; 8 dashboards stalled the loop for 1.6 s)."""
+    written: list[EmotionEvent] = []
+    async with prefix_on(redis_url) as prefix:
+        async with _CountingBus.connect(redis_url, RedisSettings(prefix=prefix)) as bus:
+            # 30 sessions x 40 events, interleaved in time as live sessions are.
+            for seq in range(40):
+                for s in range(30):
+                    ev = make_event(f"s{s}", seq, wall_end=1000.0 + seq + s / 100)
+                    await bus.write_event(ev)
+                    written.append(ev)
+            _CountingBus.decoded = 0
+            _CountingBus.threads = set()
+            recent = await bus.recent_events(50)
+    # The 50 written last (entries written in the same millisecond to different sessions
+    # cannot be told apart, so the oldest few may be swapped for ones just before them).
+    got = [e.event_id for e in recent]
+    assert len(got) == 50 and {e.event_id for e in written[-40:]} <= set(got)
+    assert set(got) <= {e.event_id for e in written[-60:]}
+    assert recent == sorted(recent, key=lambda e: (e.wall_end, e.session_id, e.seq))
+    assert _CountingBus.decoded == 50  # not 30 x 50
+    assert threading.main_thread().name not in _CountingBus.threads

@@ -9,8 +9,14 @@ test_a_window_that_keeps_killing_workers_is_dead_lettered).
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from bus_helpers import make_window
+from dashboard_support import make_event
 from stream_support import SineTrack, wait_for
 
 from merclip.settings import RedisSettings, Settings
@@ -72,3 +78,47 @@ async def test_beyond_max_sessions_the_service_answers_503_with_retry_after() ->
         again, sid = await connect_peer(svc.url, [SineTrack(seconds=1)], session_id="two")
         assert sid == "two"
         await again.close()
+
+
+async def _redis_clients(url: str) -> int:
+    client = aioredis.from_url(url)
+    try:
+        return len(await client.client_list()) - 1  # not this one
+    finally:
+        await client.aclose()
+
+
+async def _read_event(response: aiohttp.ClientResponse) -> dict:  # type: ignore[type-arg]
+    while True:
+        line = await asyncio.wait_for(response.content.readline(), 20)
+        if line.startswith(b"data: "):
+            return json.loads(line[6:])
+
+
+@pytest.mark.slow
+async def test_event_streams_share_redis_connections_and_are_capped() -> None:
+    """Review M3: every /events or /dashboard/events stream opened 2 Redis connections of its
+    own (500 streams = 1000 Redis clients; fds ran out at ~340 streams under ulimit -n 1024)
+    and nothing capped them. Now they share the service's connections, and beyond
+    server.max_event_streams a new one is 503 + Retry-After."""
+    s = Settings().replace("server", host="127.0.0.1", port=0, max_event_streams=30)
+    s = s.replace("model", name="merclip-tiny-live").replace("clip", model="merclip-tiny-clip")
+    s = s.replace("features", space="live").replace("model", checkpoint="")
+    async with LiveService(s) as svc, aiohttp.ClientSession() as http:
+        base = svc.url.rstrip("/")
+        before = await _redis_clients(svc.redis_url)
+        streams = [await http.get(f"{base}/events/page{i % 5}") for i in range(28)]
+        streams += [await http.get(f"{base}/dashboard/events") for _ in range(2)]
+        assert all(r.status == 200 for r in streams)
+        async with http.get(f"{base}/events/page0") as refused:
+            assert refused.status == 503 and refused.headers["Retry-After"]
+            assert (await refused.json())["error"] == "too_many_streams"
+        async with Bus.connect(svc.redis_url, s.redis) as bus:
+            await asyncio.sleep(0.5)  # every stream has subscribed and replayed (nothing)
+            during = await _redis_clients(svc.redis_url) - 1  # not this Bus
+            await bus.write_event(make_event("page3", 0, "hello"))
+            got = await asyncio.gather(*(_read_event(r) for r in streams[3:28:5] + streams[28:]))
+        assert {(e["session_id"], e["seq"]) for e in got} == {("page3", 0)}
+        assert during - before <= 5, (before, during)  # was 2 per stream: 60
+        for r in streams:
+            r.close()

@@ -116,3 +116,29 @@ async def test_nan_is_sent_as_null_and_an_id_cannot_inject_sse_fields() -> None:
         {"event_id": "ok-1", "seq": 1, "probs": [None, 0.25]},
     ]
     assert [m.get("id") for m in msgs] == [None, "ok-1"]
+
+
+async def test_event_streams_beyond_the_cap_get_503_with_retry_after() -> None:
+    """Review M3: streams were not capped; each held Redis connections of its own until the
+    server ran out of fds."""
+    source = Source(1, live=True)
+    async with running_server(make_settings(max_event_streams=2), source) as (url, app, _):
+        async with aiohttp.ClientSession() as http:
+            open_streams = []
+            for sid in ("s1", "s2"):
+                r = await http.get(f"{url}/events/{sid}")
+                while b"data:" not in await r.content.readline():
+                    pass
+                open_streams.append(r)
+            async with http.get(f"{url}/events/s3") as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "5"
+                assert (await r.json())["error"] == "too_many_streams"
+            assert source.opened == ["s1", "s2"]  # the refused one opened nothing
+            open_streams.pop().close()
+            assert await wait_for(lambda: source.closed == ["s2"], 20)
+            async with http.get(f"{url}/events/s4") as r:
+                assert r.status == 200
+                while b"data:" not in await r.content.readline():
+                    pass
+            for r in open_streams:
+                r.close()

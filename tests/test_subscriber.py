@@ -140,10 +140,14 @@ async def test_subscribe_command_prints_json_lines(bus: Bus, redis_url: str) -> 
         *cmd, "--count", "3", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     await _wait_subscribed(redis_url, bus.keys.session_channel("cli"))
+    # The replay first: an event written before the command read its history would be in the
+    # replay (the last 2) and not again live, and the command would wait for a third forever.
+    assert proc.stdout is not None
+    replayed = [await asyncio.wait_for(proc.stdout.readline(), 20) for _ in range(2)]
     await bus.write_event(make_event("cli", 3, wall_end=103.0))
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
-    lines = [json.loads(line) for line in out.decode().splitlines()]
+    lines = [json.loads(line) for line in [*replayed, *out.decode().splitlines()]]
     assert [d["seq"] for d in lines] == [1, 2, 3]
     assert lines[0] == make_event("cli", 1, wall_end=101.0).to_json_dict()
 
@@ -192,3 +196,109 @@ async def test_an_event_of_another_session_on_a_session_channel_is_dropped(
         await client.aclose()
     await asyncio.wait_for(task, 10)
     assert got == [("abc", 2)]
+
+
+async def _redis_clients(url: str) -> int:
+    client = aioredis.from_url(url)
+    try:
+        return len(await client.client_list()) - 1  # not this one
+    finally:
+        await client.aclose()
+
+
+async def test_many_event_streams_share_one_pub_sub_connection(bus: Bus, redis_url: str) -> None:
+    """Review M3: every stream opened a connection pool and a pub/sub connection of its own
+    (500 streams = 1000 Redis clients; the fds ran out at ~340 under ulimit -n 1024). On the
+    hub, 40 streams cost one pub/sub connection, and each gets its own session's events."""
+    from workers.subscriber import HISTORY_READS, EventHub
+
+    for s in range(4):
+        await bus.write_event(make_event(f"h{s}", 0))
+    before = await _redis_clients(redis_url)
+    hub = EventHub(bus)
+    got: dict[int, list[tuple[str, int]]] = {i: [] for i in range(40)}
+
+    async def stream(i: int) -> None:
+        session = None if i % 10 == 0 else f"h{i % 4}"
+        async with contextlib.aclosing(hub.events(session, replay=5)) as evs:
+            async for ev in evs:
+                got[i].append((ev.session_id, ev.seq))
+                if ev.seq == 1 and (session is not None or len(got[i]) == 8):
+                    break
+
+    tasks = [asyncio.create_task(stream(i)) for i in range(40)]
+    await _wait_subscribed(redis_url, bus.keys.events_channel)
+    assert hub.streams == 40
+    during = await _redis_clients(redis_url)
+    for s in range(4):
+        await bus.write_event(make_event(f"h{s}", 1))
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    # The pub/sub connection plus at most HISTORY_READS pool connections (was 2 per stream).
+    assert during - before <= HISTORY_READS + 1, (before, during)
+    for i, events in got.items():
+        if i % 10 == 0:
+            assert sorted(events) == sorted((f"h{s}", q) for s in range(4) for q in (0, 1))
+        else:
+            assert events == [(f"h{i % 4}", 0), (f"h{i % 4}", 1)]
+    assert hub.streams == 0
+    await asyncio.sleep(0.2)
+    assert await _numsub(redis_url, bus.keys.events_channel) == 0  # the last one unsubscribed
+    await hub.aclose()
+
+
+async def test_hub_streams_end_with_bus_error_when_redis_goes_away() -> None:
+    """As subscribe() does: a page's stream ends (and its EventSource reconnects) instead of
+    hanging on a dead subscription."""
+    from merclip.settings import RedisSettings
+    from workers.redis_server import EmbeddedRedis
+    from workers.subscriber import EventHub
+
+    server = EmbeddedRedis()
+    url = server.start()
+    try:
+        async with Bus.connect(url, RedisSettings()) as bus:
+            hub = EventHub(bus, poll_s=0.2)
+
+            async def stream(session: str | None) -> None:
+                async for _ in hub.events(session):
+                    pass
+
+            tasks = [asyncio.create_task(stream(s)) for s in (None, "a", "b")]
+            await _wait_subscribed(url, bus.keys.events_channel)
+            server.stop()
+            results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+            assert all(isinstance(r, BusError) for r in results), results
+            await hub.aclose()
+    finally:
+        server.stop()
+
+
+async def test_dashboards_connecting_at_once_share_one_replay(bus: Bus, redis_url: str) -> None:
+    """Review M4: 8 dashboards connecting together each computed the full replay. They share
+    one now, and one connecting later within the cache second still misses nothing."""
+    from workers.subscriber import EventHub
+
+    calls = 0
+    real = bus.recent_events
+
+    async def counted(count: int, sessions_limit: int = 100) -> list:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        return await real(count, sessions_limit)
+
+    for s in range(3):
+        await bus.write_event(make_event(f"d{s}", 0))
+    bus.recent_events = counted  # type: ignore[method-assign]
+    hub = EventHub(bus)
+    first = hub.events(replay=300)  # the hub subscribes for the first dashboard
+    assert (await anext(first)).session_id == "d0"
+    replays = await asyncio.gather(*(hub.recent(300) for _ in range(8)))
+    assert calls == 1 and all(len(r) == 3 for r in replays)
+    # Written after that snapshot was read: a dashboard that reuses it still gets the event.
+    await bus.write_event(make_event("d9", 0))
+    late = hub.events(replay=300)
+    seen = [(await anext(late)).session_id for _ in range(4)]
+    assert calls == 1 and seen == ["d0", "d1", "d2", "d9"]
+    await late.aclose()
+    await first.aclose()
+    await hub.aclose()

@@ -26,7 +26,7 @@ from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
 from stream.server import access_middlewares
 from workers.bus import Bus
 from workers.monitor import Monitor
-from workers.subscriber import subscribe
+from workers.subscriber import EventHub
 
 __all__ = ["add_arguments", "run", "run_dashboard"]
 
@@ -66,14 +66,20 @@ async def run_dashboard(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    prefix = settings.redis.prefix
-
-    async def feed() -> AsyncIterator[dict[str, Any]]:
-        async for event in subscribe(url, replay=DASHBOARD_REPLAY, prefix=prefix):
-            yield event.to_json_dict()
-
     async with Bus.connect(url, settings.redis) as bus, Monitor(bus, settings) as monitor:
-        app = create_dashboard_app(feed, monitor.overview, middlewares=middlewares)
+        hub = EventHub(bus)  # every dashboard on one pub/sub connection (review M3)
+
+        async def feed() -> AsyncIterator[dict[str, Any]]:
+            async for event in hub.events(replay=DASHBOARD_REPLAY):
+                yield event.to_json_dict()
+
+        app = create_dashboard_app(
+            feed,
+            monitor.overview,
+            middlewares=middlewares,
+            max_streams=settings.server.max_event_streams,
+        )
+        app.on_cleanup.append(lambda _app: hub.aclose())
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:

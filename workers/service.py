@@ -28,7 +28,7 @@ from workers.ingest import IngestPipeline
 from workers.monitor import Monitor
 from workers.redis_server import EmbeddedRedis
 from workers.schemas import FeatureWindow
-from workers.subscriber import subscribe
+from workers.subscriber import EventHub
 
 __all__ = ["LiveService", "Role"]
 
@@ -50,6 +50,7 @@ class LiveService:
         self.redis_url = settings.redis.url
         self.embedded_redis: EmbeddedRedis | None = None
         self.bus: Bus | None = None
+        self.hub: EventHub | None = None
         self.pipeline: IngestPipeline | None = None
         self.worker: Any = None
         self.monitor: Monitor | None = None
@@ -82,6 +83,9 @@ class LiveService:
                 self.embedded_redis.url_file,
             )
         self.bus = await stack.enter_async_context(Bus.connect(self.redis_url, s.redis))
+        # Every event stream of the process on one pub/sub connection (review M3).
+        self.hub = EventHub(self.bus)
+        stack.push_async_callback(self.hub.aclose)
         # Overview numbers and the Redis-side gauges (sessions, lag, Redis health).
         self.monitor = await stack.enter_async_context(Monitor(self.bus, s))
 
@@ -123,9 +127,8 @@ class LiveService:
 
     async def _all_events(self) -> AsyncIterator[dict[str, Any]]:
         """Every session's events for the dashboard: recent history, then live."""
-        async for event in subscribe(
-            self.redis_url, replay=DASHBOARD_REPLAY, prefix=self.settings.redis.prefix
-        ):
+        assert self.hub is not None
+        async for event in self.hub.events(replay=DASHBOARD_REPLAY):
             yield event.to_json_dict()
 
     async def overview(self) -> dict[str, Any]:
@@ -144,12 +147,8 @@ class LiveService:
 
     async def _events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """Events of one session for its page: recent history, then live."""
-        async for event in subscribe(
-            self.redis_url,
-            session=session_id,
-            replay=EVENT_REPLAY,
-            prefix=self.settings.redis.prefix,
-        ):
+        assert self.hub is not None
+        async for event in self.hub.events(session_id, replay=EVENT_REPLAY):
             yield event.to_json_dict()
 
     async def aclose(self, timeout: float = 60.0) -> None:

@@ -17,15 +17,19 @@ when the generator is garbage-collected).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 
 from merclip.settings import RedisSettings
-from workers.bus import Bus
+from workers.bus import Bus, BusError
 from workers.schemas import EmotionEvent
 
-__all__ = ["subscribe"]
+__all__ = ["EventHub", "subscribe"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +85,181 @@ async def subscribe(
                     continue
                 if seen.add(event.event_id):
                     yield event
+
+
+# -- one process, many streams ---------------------------------------------------------------
+
+_HUB_QUEUE = 1024
+"""Events buffered per stream in the hub; a stream that falls this far behind loses its oldest
+(the SSE relay behind it has a bounded queue of its own)."""
+REPLAY_CACHE_SECONDS = 1.0
+_RING = 1024
+"""Live events the hub remembers, to complete a shared replay snapshot (see EventHub.recent)."""
+HISTORY_READS = 4
+"""History replays read at once by one hub (each holds a Redis connection while it reads)."""
+
+
+@dataclass(eq=False)
+class _Listener:
+    session: str | None
+    queue: asyncio.Queue[EmotionEvent | BaseException] = field(
+        default_factory=lambda: asyncio.Queue(_HUB_QUEUE)
+    )
+
+    def put(self, item: EmotionEvent | BaseException) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()  # drop the oldest: never block the hub on one stream
+        self.queue.put_nowait(item)
+
+
+class EventHub:
+    """Every event stream of one process (the pages' /events/*, /dashboard/events) on ONE
+    pub/sub connection and the process's shared Bus (review M3: each stream used to open a
+    connection pool plus a pub/sub connection of its own, so 500 streams were 1000 Redis
+    clients, and under `ulimit -n 1024` the fds ran out at about 340, logged as "cannot reach
+    Redis").
+
+    The hub subscribes to the all-sessions channel while at least one stream is open and hands
+    each event to the streams that want it (its session, or all); history is read through the
+    Bus, HISTORY_READS at a time, so the Redis clients of a process stay a handful however many
+    streams are open. `events()` is `subscribe()`
+    on that: joined before the history is read, each id yielded once. When the subscription
+    fails (Redis down), every open stream ends with the BusError, as a subscribe() would: the
+    pages' EventSource reconnects and replays.
+
+    `recent(count)` (the dashboard replay) is computed once per REPLAY_CACHE_SECONDS for any
+    number of dashboards connecting at once (review M4).
+    """
+
+    def __init__(self, bus: Bus, *, poll_s: float = 1.0) -> None:
+        self.bus = bus
+        self.poll_s = poll_s
+        self._listeners: set[_Listener] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._replay: tuple[float, int, asyncio.Task[list[EmotionEvent]]] | None = None
+        self._history_reads = asyncio.Semaphore(HISTORY_READS)
+        self._ring: deque[tuple[float, EmotionEvent]] = deque(maxlen=_RING)
+        self._subscribed_at: float | None = None
+        """time.monotonic() since when the current subscription has been up (None: none)."""
+
+    @property
+    def streams(self) -> int:
+        """Streams open on the hub now."""
+        return len(self._listeners)
+
+    async def events(
+        self, session: str | None = None, replay: int = 0
+    ) -> AsyncGenerator[EmotionEvent, None]:
+        """Like `subscribe(url, session, replay)`, on the hub's shared connections."""
+        listener = _Listener(session)
+        self._join(listener)
+        try:
+            await self._subscribed.wait()
+            seen = _SeenIds(max(_SEEN_CAPACITY, 2 * replay))
+            if replay > 0:
+                # A few at a time: each concurrent read takes a connection of the Bus's pool,
+                # and 500 pages connecting at once would open 500 of them.
+                async with self._history_reads:
+                    history = (
+                        await self.bus.events(session, replay)
+                        if session is not None
+                        else await self.recent(replay)
+                    )
+                for event in history:
+                    if seen.add(event.event_id):
+                        yield event
+            while True:
+                item = await listener.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if seen.add(item.event_id):
+                    yield item
+        finally:
+            self._leave(listener)
+
+    async def recent(self, count: int) -> list[EmotionEvent]:
+        """The last `count` events of all sessions (Bus.recent_events), shared for
+        REPLAY_CACHE_SECONDS by every caller asking for the same count.
+
+        A shared snapshot may have been read before the caller subscribed: the events
+        published since the snapshot began, which the hub received live (kept in a short
+        ring), are added to it, so nothing falls between snapshot and subscription (duplicates
+        are dropped by id downstream). A snapshot is shared only when the hub was already
+        subscribed when it began and its ring still reaches back that far."""
+        now = time.monotonic()
+        cached = self._replay
+        if (
+            cached is None
+            or cached[1] != count
+            or now - cached[0] > REPLAY_CACHE_SECONDS
+            or self._subscribed_at is None
+            or cached[0] < self._subscribed_at
+            or (len(self._ring) == self._ring.maxlen and self._ring[0][0] > cached[0])
+        ):
+            task = asyncio.ensure_future(self.bus.recent_events(count))
+            self._replay = cached = (now, count, task)
+        try:
+            snapshot = list(await asyncio.shield(cached[2]))
+        except BaseException:
+            if self._replay is cached and cached[2].done():
+                self._replay = None  # a failed replay is not cached
+            raise
+        return snapshot + [event for t, event in self._ring if t >= cached[0]]
+
+    async def aclose(self) -> None:
+        """End every open stream and the subscription."""
+        for listener in list(self._listeners):
+            listener.put(BusError("the event hub closed"))
+        self._listeners.clear()
+        await self._stop_pump()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _join(self, listener: _Listener) -> None:
+        self._listeners.add(listener)
+        if self._pump is None or self._pump.done():
+            self._subscribed = asyncio.Event()
+            self._subscribed_at = None  # until the new subscription is up
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run(self._subscribed), name="event-hub"
+            )
+
+    def _leave(self, listener: _Listener) -> None:
+        self._listeners.discard(listener)
+        if not self._listeners and self._pump is not None:
+            pump, self._pump = self._pump, None
+            pump.cancel()  # the last stream went: unsubscribe (its connection goes back)
+
+    async def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    async def _run(self, subscribed: asyncio.Event) -> None:
+        mine = asyncio.current_task()
+        try:
+            async with self.bus.event_feed(None, poll_s=self.poll_s) as feed:
+                self._ring.clear()
+                self._subscribed_at = time.monotonic()
+                subscribed.set()
+                async for event in feed:
+                    self._ring.append((time.monotonic(), event))
+                    for listener in list(self._listeners):
+                        if listener.session is None or listener.session == event.session_id:
+                            listener.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis went away: every stream ends; the pages reconnect
+            log.info("event hub: subscription ended (%s); ending %d streams", exc, self.streams)
+            if self._pump is mine:
+                self._pump = None
+                for listener in list(self._listeners):
+                    listener.put(exc)
+                self._listeners.clear()
+        finally:
+            if self._pump is mine or self._pump is None:
+                self._subscribed_at = None
+            subscribed.set()  # never leave a stream waiting for a subscription that failed

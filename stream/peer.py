@@ -10,7 +10,10 @@ Every accepted track gets a reader task that starts waiting for the first frame 
 track is announced and loops on `recv()` until `MediaStreamError`, so aiortc's (unbounded)
 decoded-frame queue never grows unread. Video frames the sink does not want are dropped as soon
 as they are read; the ones it wants are converted to RGB in a worker thread (a 640×480 frame
-costs a few ms, too much for a loop that carries every peer's RTP).
+costs a few ms, too much for a loop that carries every peer's RTP). A frame whose long side is
+over MAX_FRAME_SIDE (1280 px) is scaled down in that same conversion, before the sink keeps it:
+faces are detected at 320 px anyway, and one 4K session held ~250 MB of full-size RGB in the
+windower and the frame jobs (review M10).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+MAX_FRAME_SIDE = 1280
+"""Longest side, in pixels, of the RGB frames given to the sink (larger ones are scaled down)."""
 
 AUDIO_SECONDS = Counter(
     "merclip_stream_audio_seconds", "Seconds of 16 kHz audio delivered to sinks"
@@ -291,7 +297,7 @@ class PeerSession:
                     VIDEO_FRAMES.labels("dropped").inc()
                     continue
                 assert isinstance(frame, av.VideoFrame)
-                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+                rgb = await asyncio.to_thread(_to_rgb, frame)
                 if self._closing:
                     return
                 self.stats.video_frames_delivered += 1
@@ -325,6 +331,17 @@ class PeerSession:
                 log.info("session %s: no media for %.1f s", self.session_id, idle)
                 self._spawn(self.aclose("inactivity"), "close")
                 return
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, the long side at most MAX_FRAME_SIDE (aspect ratio kept)."""
+    side = max(frame.width, frame.height)
+    if side <= MAX_FRAME_SIDE:
+        return frame.to_ndarray(format="rgb24")
+    scale = MAX_FRAME_SIDE / side
+    width = max(2, round(frame.width * scale / 2) * 2)  # even sizes: what codecs use
+    height = max(2, round(frame.height * scale / 2) * 2)
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
 
 async def _cancel_and_wait(tasks: set[asyncio.Task[None]]) -> None:

@@ -98,6 +98,25 @@ async def test_audio_only_and_video_only_sessions() -> None:
     assert video_sink.frames and not video_sink.audio
 
 
+async def test_large_video_frames_are_scaled_down_before_the_sink_keeps_them() -> None:
+    """Review M10: frames reached the sink (and the windower, and the frame jobs) at the size
+    sent: one 4K session held ~250 MB of RGB. The long side is capped at MAX_FRAME_SIDE."""
+    from stream.peer import MAX_FRAME_SIDE
+
+    async with running_server(make_settings()) as (url, app, sinks):
+        video = PatternVideoTrack(1600, 1200, fps=4, seconds=2.5)
+        pc, _ = await connect_peer(url, [video])
+        assert await wait_for(lambda: bool(sinks) and len(sinks[0].frames) >= 2, 20)
+        await pc.close()
+        assert await wait_for(lambda: app[REGISTRY].count == 0, 5)
+    (sink,) = sinks
+    assert MAX_FRAME_SIDE == 1280
+    for rgb, _ in sink.frames:
+        assert rgb.shape == (960, 1280, 3) and rgb.dtype == np.uint8
+    # Still the picture: the red bar survived the scaling.
+    assert sink.frames[-1][0][..., 0].max() > 180
+
+
 def _metric(text: str, name: str) -> float:
     """A sample's value from Prometheus text format (the registry is process-wide)."""
     for line in text.splitlines():

@@ -225,3 +225,24 @@ def test_a_late_first_burst_re_anchors_the_audio_clock() -> None:
     for k in range(1, 100):
         w.push_audio(chunk, 1.0 + 0.02 * k)
     assert abs(w.audio_end - (1.0 + 0.02 * 99)) <= 0.25
+
+
+def test_audio_faster_than_real_time_is_dropped_and_counted() -> None:
+    """Review M9: a peer sending 20x real time got 20x the windows (199 events in 20 s), and
+    its ASR and inference load crowded out the other sessions. Audio may run at most
+    MAX_AHEAD_SECONDS ahead of its arrival; the rest is dropped and counted."""
+    from workers.windowing import MAX_AHEAD_SECONDS
+
+    w = SessionWindower(4.0, 2.0, 1.0)
+    chunk = np.zeros(320, np.float32)  # 20 ms of audio ...
+    windows = []
+    for k in range(1, 1001):  # ... arriving every 1 ms: 20 s of audio in 1 s
+        w.push_audio(chunk, 0.001 * k)
+        windows += w.pop_ready(0.0)
+    assert w.audio_end <= 1.0 + MAX_AHEAD_SECONDS + 0.02
+    assert w.audio_dropped_ahead >= 18 * SR
+    assert len(windows) == 0  # no 4 s window can end by t = 1.5 s
+    # A real-time sender loses nothing.
+    rt = SessionWindower(4.0, 2.0, 1.0)
+    _push_seconds(rt, 10.0)
+    assert rt.audio_dropped_ahead == 0 and rt.audio_end == pytest.approx(10.0)

@@ -86,6 +86,8 @@ class IngestCounters:
     windows_dropped_unsent: int = 0
     """Dropped because the unsent buffer was full during a Redis outage (oldest first)."""
     publish_retries: int = 0
+    audio_samples_dropped_ahead: int = 0
+    """16 kHz samples dropped: a sender ran more than 0.5 s ahead of real time (windowing)."""
     frames_extracted_ahead: int = 0
     frames_deferred: int = 0
     """Frames skipped because MAX_FRAME_JOBS of their session were already in flight."""
@@ -286,7 +288,11 @@ class SessionIngest(MediaSink):
 
     def on_audio(self, samples: np.ndarray, media_time_end: float) -> None:
         if not self._closing:
+            dropped = self.windower.audio_dropped_ahead
             self.windower.push_audio(samples, media_time_end)
+            self.pipeline.counters.audio_samples_dropped_ahead += (
+                self.windower.audio_dropped_ahead - dropped
+            )
             self._collect()
 
     def wants_frame(self, media_time: float) -> bool:

@@ -185,6 +185,10 @@ class _IngestCollector(Collector):
             ("frames_dropped_late", "Sampled frames shed: their job had not started by window end"),
             ("frames_encoded", "Sampled frames run through faces + CLIP"),
             ("frame_batches", "Batches those frames ran in (frames_encoded / this = batch size)"),
+            (
+                "audio_samples_dropped_ahead",
+                "16 kHz audio samples dropped because a sender ran ahead of real time",
+            ),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))

@@ -10,7 +10,12 @@ by tens of ms while the samples themselves are gap-free. Only when a stamp says 
 than GAP_SECONDS (0.2 s) ahead of the samples (the track paused, packets were lost) is the gap
 filled with zeros, so later audio stays aligned with video; and when the samples run more than
 GAP_SECONDS ahead of the stamps (the first packets arrived late, in a burst), the anchor moves
-earlier, so that windows never end after the moment their audio actually arrived.
+earlier, so that windows never end after the moment their audio actually arrived. Audio cannot
+run ahead of its arrival for long, though: once the anchor is at 0, samples that would end more
+than MAX_AHEAD_SECONDS (0.5 s) past their arrival stamp are dropped (counted in
+`audio_dropped_ahead`), so a sender that sends faster than real time gets real-time windows, not
+K times as many (review M9: a 20x peer yielded 199 events in 20 s and two 10x peers tripled a
+normal session's latency).
 
 Video: latest-frame sampling on a grid of 1/video_fps. `offer_frame(t)` answers True for the first
 frame at or after each grid point (and claims that slot), so the caller decodes/converts only those
@@ -40,11 +45,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GAP_SECONDS", "RawWindow", "SessionWindower"]
+__all__ = ["GAP_SECONDS", "MAX_AHEAD_SECONDS", "RawWindow", "SessionWindower"]
 
 log = logging.getLogger(__name__)
 
 GAP_SECONDS = 0.2
+MAX_AHEAD_SECONDS = 0.5
 _EPS = 1e-6
 
 
@@ -107,6 +113,8 @@ class SessionWindower:
         self._next_slot = 0  # grid index of the next frame to sample
         self._video_time = 0.0
         self.windows_dropped = 0
+        self.audio_dropped_ahead = 0
+        """Samples dropped because they ran more than MAX_AHEAD_SECONDS ahead of arrival."""
         self.frames_offered = 0
         self.frames_sampled = 0
         self.closed = False
@@ -149,6 +157,15 @@ class SessionWindower:
                 shift = min(-gap, self._audio_origin)
                 self._audio_origin -= shift
                 log.debug("audio re-anchored %.3f s earlier", shift)
+            ahead = self.audio_end + x.size / self.sr - media_time_end
+            if ahead > MAX_AHEAD_SECONDS:
+                # Faster than real time (the anchor cannot move before 0): keep only what
+                # brings the track up to its arrival stamp, the newest samples.
+                drop = min(x.size, int(round(ahead * self.sr)))
+                self.audio_dropped_ahead += drop
+                x = x[drop:]
+                if x.size == 0:
+                    return
         self._append(x)
         self._skip_backlog()
 

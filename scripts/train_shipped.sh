@@ -16,7 +16,8 @@ done
 .venv/bin/merclip train \
   --data "fer2013:$data/fer2013" --data "meld:$data/meld" --data "ravdess:$data/ravdess" \
   --model merclip-minilm-live --task both --epochs 6 --batch-size 128 --lr 0.001 \
-  --min-share 0.1 --compose 0.25 --seed 0 --threads 1 --out "$out"
+  --max-per-dataset 15000 \
+  --min-share 0.5 --compose 0.25 --seed 0 --threads 1 --out "$out"
 mkdir -p merclip/checkpoints
 cp "$out/best.pt" merclip/checkpoints/merclip-minilm-live.pt
 cp "$out/history.json" merclip/checkpoints/history.json

@@ -69,3 +69,14 @@ def test_an_epoch_is_the_balanced_pool_plus_its_composed_fraction() -> None:
     assert len(epoch) == 80 + 20
     assert sum(s.id.startswith("composed/") for s in epoch) == 20
     assert len(epoch_samples(train, np.random.default_rng(2), 0.0, 0.0)) == len(train)
+
+
+def test_a_large_dataset_gives_a_fresh_subset_to_each_epoch() -> None:
+    train = _sets()
+    one = epoch_samples(train, np.random.default_rng(3), 0.5, 0.0, max_per_dataset=20)
+    two = epoch_samples(train, np.random.default_rng(4), 0.5, 0.0, max_per_dataset=20)
+    faces = [[s.id for s in e if s.id.startswith("fer2013/")] for e in (one, two)]
+    assert [len(f) for f in faces] == [20, 20] and len(set(faces[0])) == 20
+    assert set(faces[0]) != set(faces[1])  # another subset next epoch
+    groups = [s.id.split("/")[0] for s in one]
+    assert groups.count("meld") == 10 and groups.count("ravdess") == 12  # ≥ 0.5 × 20

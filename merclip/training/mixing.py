@@ -1,9 +1,12 @@
 """What one training epoch sees when several datasets are trained together.
 
 Two decisions, both about the service's real input (a face, a voice and words in one window):
-- Balance: a dataset far smaller than the largest is repeated until it holds at least
-  `min_share` of the largest (FER2013 28.7k faces vs RAVDESS 960 clips: RAVDESS ×3 at 0.1), so the
-  small one still shapes the shared decoder.
+- Balance: a dataset larger than `max_per_dataset` contributes a fresh random subset of that
+  size to each epoch (over the epochs it is still seen whole), and a dataset far smaller than the
+  largest is repeated until it holds at least `min_share` of it (FER2013 28.7k faces vs RAVDESS
+  960 clips), so the small ones still shape the shared decoder and its emotion calibration:
+  with FER2013 at 70 % of an epoch, the shipped model's first run under-predicted on MELD words
+  and RAVDESS voices (772 empty predictions for 470 neutral MELD dev utterances).
 - Compose: FER2013, MELD and RAVDESS each carry one modality (RAVDESS: voice + its fixed neutral
   sentence), but every live window with a person talking carries all three. `compose` adds, per
   epoch, that fraction of extra samples built from items of the SAME emotion class (neutral with
@@ -44,10 +47,21 @@ def _class_of(sample: Sample) -> int:
     return int(e.argmax()) if e.sum() > 0 else -1
 
 
-def balanced(samples: Sequence[Sample], min_share: float) -> list[Sample]:
+def balanced(
+    samples: Sequence[Sample],
+    min_share: float,
+    max_per_dataset: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[Sample]:
     groups: dict[str, list[Sample]] = {}
     for s in samples:
         groups.setdefault(group_of(s), []).append(s)
+    if max_per_dataset:
+        rng = rng or np.random.default_rng(0)
+        for name, g in groups.items():
+            if len(g) > max_per_dataset:
+                keep = np.sort(rng.choice(len(g), max_per_dataset, replace=False))
+                groups[name] = [g[i] for i in keep]
     largest = max(len(g) for g in groups.values())
     out: list[Sample] = []
     for g in groups.values():
@@ -90,10 +104,17 @@ def composed(samples: Sequence[Sample], n: int, rng: np.random.Generator) -> lis
 
 
 def epoch_samples(
-    train: Sequence[Sample], rng: np.random.Generator, min_share: float, compose: float
+    train: Sequence[Sample],
+    rng: np.random.Generator,
+    min_share: float,
+    compose: float,
+    max_per_dataset: int | None = None,
 ) -> list[Sample]:
     """The samples of one epoch (unshuffled): balanced datasets plus composed samples."""
-    pool = balanced(train, min_share) if min_share > 0 else list(train)
+    if min_share > 0 or max_per_dataset:
+        pool = balanced(train, min_share, max_per_dataset, rng)
+    else:
+        pool = list(train)
     if compose > 0:
         pool += composed(train, int(compose * len(pool)), rng)
     return pool

@@ -96,6 +96,8 @@ class TrainOptions:
     """Repeat each dataset to at least this share of the largest (mixing.py); 0 = off."""
     compose: float = 0.0
     """Extra composed multimodal samples per epoch, as a fraction of the epoch (mixing.py)."""
+    max_per_dataset: int | None = None
+    """A larger dataset contributes a fresh random subset of this size per epoch (mixing.py)."""
     limit_per_class: int | None = None
     """Raw emotion datasets: keep the first N items per class (quick runs, tests)."""
 
@@ -269,7 +271,11 @@ def train(opts: TrainOptions) -> TrainResult:
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    epoch_size = len(epoch_samples(train_set, np.random.default_rng(0), opts.min_share, 0.0))
+    epoch_size = len(
+        epoch_samples(
+            train_set, np.random.default_rng(0), opts.min_share, 0.0, opts.max_per_dataset
+        )
+    )
     epoch_size += int(opts.compose * epoch_size)
     steps_per_epoch = math.ceil(epoch_size / opts.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -297,7 +303,11 @@ def train(opts: TrainOptions) -> TrainResult:
         t0 = time.perf_counter()
         model.train()
         pool = epoch_samples(
-            train_set, np.random.default_rng([opts.seed, epoch]), opts.min_share, opts.compose
+            train_set,
+            np.random.default_rng([opts.seed, epoch]),
+            opts.min_share,
+            opts.compose,
+            opts.max_per_dataset,
         )
         order = torch.randperm(len(pool), generator=shuffle).tolist()
         losses: list[float] = []
@@ -501,6 +511,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw emotion datasets: first N items per class only (quick runs)",
     )
     parser.add_argument(
+        "--max-per-dataset",
+        type=int,
+        default=None,
+        help="a larger dataset gives a fresh random subset of N samples to each epoch",
+    )
+    parser.add_argument(
         "--stop-after-epoch",
         type=int,
         default=None,
@@ -538,6 +554,7 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOpti
         min_share=getattr(args, "min_share", 0.0),
         compose=getattr(args, "compose", 0.0),
         limit_per_class=getattr(args, "limit_per_class", None),
+        max_per_dataset=getattr(args, "max_per_dataset", None),
     )
 
 

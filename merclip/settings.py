@@ -111,6 +111,9 @@ class ServerSettings:
     max_sessions: int = 8
     max_body_bytes: int = 262144
     inactivity_timeout_seconds: float = 20.0
+    connect_timeout_seconds: float = 10.0
+    """A session whose peer has not reached ICE/DTLS "connected" this long after its offer is
+    closed (review L1)."""
     max_event_streams: int = 64
     """Server-sent event streams (/events/*, /dashboard/events) open at once; more get 503."""
 
@@ -118,6 +121,7 @@ class ServerSettings:
         _check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
         _check(self.max_sessions >= 1, "server.max_sessions", "must be >= 1")
         _check(self.max_event_streams >= 1, "server.max_event_streams", "must be >= 1")
+        _check(self.connect_timeout_seconds > 0, "server.connect_timeout_seconds", "must be > 0")
         _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
 
 

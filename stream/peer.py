@@ -69,7 +69,7 @@ VIDEO_FRAMES = Counter(
 SESSIONS_CLOSED = Counter(
     "merclip_stream_sessions_closed",
     "Sessions closed, by reason (connection_closed, connection_failed, inactivity, "
-    "sink_error, replaced, offer_failed, shutdown)",
+    "sink_error, replaced, offer_failed, shutdown, connect_timeout)",
     ["reason"],
 )
 
@@ -168,6 +168,7 @@ class PeerSession:
         configuration: RTCConfiguration,
         inactivity_timeout: float,
         on_closed: Callable[[PeerSession], None] | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self.info = info
         self.sink = sink
@@ -175,6 +176,9 @@ class PeerSession:
         self.close_reason: str | None = None
         self._pc = RTCPeerConnection(configuration)
         self._inactivity_timeout = inactivity_timeout
+        # Never longer than the inactivity timeout: not connected means no media either.
+        self._connect_timeout = min(inactivity_timeout, connect_timeout or inactivity_timeout)
+        self._connected = False
         self._on_closed = on_closed
         self._last_media = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -260,6 +264,8 @@ class PeerSession:
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
         log.debug("session %s: connection %s", self.session_id, state)
+        if state == "connected":
+            self._connected = True
         if state in ("failed", "closed") and not self._closing:
             self._spawn(self.aclose(f"connection_{state}"), "close")
 
@@ -322,10 +328,20 @@ class PeerSession:
         return True if result is None else result
 
     async def _watchdog(self) -> None:
+        # Two deadlines: reaching "connected" (short: an offer whose client never does ICE held
+        # a slot for the whole inactivity timeout, so 8 POSTs in 30 ms filled the server for
+        # 20 s, review L1), then media arriving (the inactivity timeout).
         timeout = self._inactivity_timeout
-        period = min(1.0, timeout / 4)
+        period = min(1.0, self._connect_timeout / 4)
         while True:
             await asyncio.sleep(period)
+            if not self._connected:
+                waited = time.monotonic() - self.info.started_monotonic
+                if waited >= self._connect_timeout:
+                    log.info("session %s: not connected after %.1f s", self.session_id, waited)
+                    self._spawn(self.aclose("connect_timeout"), "close")
+                    return
+                continue
             idle = time.monotonic() - self._last_media
             if idle >= timeout:
                 log.info("session %s: no media for %.1f s", self.session_id, idle)

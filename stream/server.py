@@ -434,6 +434,7 @@ def create_app(
             ice_configuration(server.ice_servers),
             server.inactivity_timeout_seconds,
             on_closed=registry.remove,
+            connect_timeout=server.connect_timeout_seconds,
         )
         # Registered before the (slow) answer so concurrent offers count against the limit.
         try:

@@ -136,6 +136,28 @@ async def test_slow_extraction_drops_oldest_windows_and_counts_them(
     assert seqs[-1] == pipeline.counters.windows_cut - 1  # the newest window survives
 
 
+async def test_a_session_that_never_sent_media_publishes_no_window(
+    tiny_clip: ClipBackbone,
+) -> None:
+    """Security review L1: a session closed without one byte of media (an offer that never
+    connected) used to be cut by the session clock into empty windows, published as made-up
+    events with a place in the live list."""
+    settings = _settings()
+    published: list[FeatureWindow] = []
+
+    async def publish(fw: FeatureWindow) -> None:
+        published.append(fw)
+
+    async with IngestPipeline(settings, WindowExtractor(settings, tiny_clip, None), publish) as p:
+        # Ten seconds since the offer, nothing received.
+        info = SessionInfo("ingest-nomedia", time.time() - 10, time.monotonic() - 10)
+        sink = p.sink_factory(info)
+        sink.on_close()
+        await sink.wait_done()
+    assert p.counters.windows_cut == 0
+    assert published == []
+
+
 async def test_frames_behind_at_window_end_are_shed_not_queued(tiny_clip: ClipBackbone) -> None:
     """Media arriving faster than one frame thread can encode: windows do not wait for the
     backlog; frames whose job had not started are cancelled and counted."""

@@ -427,6 +427,31 @@ async def test_inactivity_closes_a_session_without_media() -> None:
         await pc.close()
 
 
+async def test_offers_that_never_connect_free_their_slots_after_the_connect_timeout() -> None:
+    """Security review L1: clients that post an offer and never do ICE held every slot for the
+    whole inactivity timeout (8 POSTs in 30 ms filled the server for 20 s)."""
+    settings = make_settings(
+        max_sessions=2, connect_timeout_seconds=1.0, inactivity_timeout_seconds=20.0
+    )
+    async with running_server(settings) as (url, app, sinks):
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                pc, sdp = await _offer_sdp(SineTrack(seconds=5))
+                await pc.close()  # gone before any ICE
+                async with http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"}) as r:
+                    assert r.status == 200
+        sessions = app[REGISTRY].sessions()
+        assert len(sessions) == 2
+        assert await wait_for(lambda: app[REGISTRY].count == 0, 4)
+        assert [s.close_reason for s in sessions] == ["connect_timeout"] * 2
+        assert [s.closed for s in sinks] == [1, 1]
+        # A peer that does connect is not hurt by the short deadline.
+        pc, _ = await connect_peer(url, [SineTrack(seconds=3)])
+        await asyncio.sleep(2.0)
+        assert app[REGISTRY].count == 1 and sinks[-1].audio
+        await pc.close()
+
+
 async def test_app_shutdown_closes_every_peer() -> None:
     async with running_server(make_settings()) as (url, app, sinks):
         peers = [(await connect_peer(url, [SineTrack(seconds=10)]))[0] for _ in range(2)]

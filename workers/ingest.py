@@ -308,7 +308,11 @@ class SessionIngest(MediaSink):
         if self._closing:
             return
         self._closing = True
-        self._enqueue(self.windower.flush(self.info.started_wall, self._clock()))
+        # A session that never received media has nothing to say: cutting windows up to the
+        # session clock published made-up empty events (and a live-list entry) for offers that
+        # never connected (review L1).
+        media_now = self._clock() if self.windower.media_time > 0 else None
+        self._enqueue(self.windower.flush(self.info.started_wall, media_now))
         self._wake.set()
 
     # ---- internals ------------------------------------------------------------------------

@@ -28,8 +28,10 @@ Origin; anything else is 403 (`bad_host`, `bad_origin`). Otherwise a web page th
 visits could rebind its own name to 127.0.0.1 (DNS rebinding) and read /dashboard/events or post
 offers same-origin.
 
-A `session_id` that is already live is a reconnect: the old peer is closed and replaced, so a
-client that lost its connection (aiortc has no ICE restart) can come back under the same id. Offers
+A `session_id` that is already live is a reconnect: once the new offer has been answered, the new
+peer takes the old one's slot and the old peer is closed, so a client that lost its connection
+(aiortc has no ICE restart) can come back under the same id, and an offer that fails leaves the
+live session alone. Offers
 for one session id are handled one at a time (a per-id lock), so concurrent offers for it replace
 each other in turn and exactly one peer stays live, counted once.
 """
@@ -161,6 +163,14 @@ class SessionRegistry:
         self.check_capacity()
         self._sessions[session.session_id] = session
         SESSIONS.inc()
+
+    def replace(self, old: PeerSession, new: PeerSession) -> None:
+        """Count `new` in place of `old` (a reconnect), in one step: no other offer can take the
+        slot between the two. If `old` has already gone, this is `add(new)`."""
+        if self._sessions.get(old.session_id) is old and new.session_id == old.session_id:
+            self._sessions[new.session_id] = new
+        else:
+            self.add(new)
 
     def remove(self, session: PeerSession) -> None:
         if self._sessions.get(session.session_id) is session:
@@ -416,17 +426,18 @@ def create_app(
             return await _join(session_id, sdp, options)
 
     async def _join(session_id: str, sdp: str, options: dict[str, Any]) -> web.Response:
+        # A reconnect keeps the old peer live until the new offer has been answered: closing it
+        # first let an offer that aiortc then rejected end the session it meant to replace
+        # (review L10). The new peer then takes over the old one's slot.
         old = registry.get(session_id)
-        if old is not None:
-            log.info("session %s reconnecting: replacing its old peer", session_id)
-            await old.aclose("replaced")
+        if old is None:
+            registry.check_capacity()  # before the sink exists: a refused offer costs nothing
         info = SessionInfo(
             session_id=session_id,
             started_wall=time.time(),
             started_monotonic=time.monotonic(),
             options=options,
         )
-        registry.check_capacity()  # before the sink exists: a refused offer costs ingest nothing
         sink = sink_factory(info)
         session = PeerSession(
             info,
@@ -436,17 +447,24 @@ def create_app(
             on_closed=registry.remove,
             connect_timeout=server.connect_timeout_seconds,
         )
-        # Registered before the (slow) answer so concurrent offers count against the limit.
-        try:
-            registry.add(session)
-        except OfferError:
-            await session.aclose("offer_failed")  # the sink exists: tell it
-            raise
+        # A new id is registered before the (slow) answer so concurrent offers count against
+        # the limit; a reconnect uses the slot its old peer holds.
+        if old is None:
+            try:
+                registry.add(session)
+            except OfferError:
+                await session.aclose("offer_failed")  # the sink exists: tell it
+                raise
         try:
             answer = await session.answer(sdp)
+            if old is not None:
+                registry.replace(old, session)
         except BaseException:
             await session.aclose("offer_failed")
             raise
+        if old is not None:
+            log.info("session %s reconnected: its old peer is replaced", session_id)
+            await old.aclose("replaced")
         OFFERS.labels("accepted").inc()
         log.info("session %s started (%d/%d)", session_id, registry.count, registry.max_sessions)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session_id})

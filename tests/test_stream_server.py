@@ -268,6 +268,34 @@ async def test_reconnect_with_same_session_id_replaces_the_old_peer() -> None:
         await second.close()
 
 
+async def test_a_failing_reconnect_offer_leaves_the_live_peer_streaming() -> None:
+    """Security review L10: the old peer was closed before the new offer was answered, so an
+    offer that aiortc rejected ended the live session it meant to replace."""
+    async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
+        live, _ = await connect_peer(url, [SineTrack(seconds=20)], session_id="keep")
+        assert await wait_for(lambda: live.connectionState == "connected", 5)
+        session = app[REGISTRY].get("keep")
+        pc, sdp = await _offer_sdp(SineTrack(seconds=5))
+        await pc.close()
+        # Passes the server's own checks; aiortc's setRemoteDescription refuses it.
+        bad = _without(sdp, "a=rtcp-mux")
+        async with aiohttp.ClientSession() as http:
+            body = {"sdp": bad, "type": "offer", "session_id": "keep"}
+            async with http.post(f"{url}/offer", json=body) as r:
+                assert r.status == 400 and (await r.json())["error"] == "bad_sdp"
+        assert app[REGISTRY].get("keep") is session and app[REGISTRY].count == 1
+        assert sinks[0].closed == 0 and session.close_reason is None
+        heard = len(sinks[0].audio)
+        assert await wait_for(lambda: len(sinks[0].audio) > heard + 10, 3)  # still streaming
+        # A good reconnect still replaces it, in the same slot (max_sessions=1).
+        again, _ = await connect_peer(url, [SineTrack(seconds=5)], session_id="keep")
+        assert app[REGISTRY].count == 1 and app[REGISTRY].get("keep") is not session
+        assert session.close_reason == "replaced" and sinks[0].closed == 1
+        assert sinks[-1].closed == 0
+        await live.close()
+        await again.close()
+
+
 async def _offer_sdp(track: SineTrack) -> tuple[RTCPeerConnection, str]:
     use_loopback_candidates()
     pc = RTCPeerConnection(ice_configuration(()))

@@ -114,6 +114,9 @@ class ServerSettings:
     connect_timeout_seconds: float = 10.0
     """A session whose peer has not reached ICE/DTLS "connected" this long after its offer is
     closed (review L1)."""
+    read_timeout_seconds: float = 10.0
+    """Request headers, and a POST body, must arrive within this (slowloris, review L4); also
+    how long an idle keep-alive connection stays open."""
     max_event_streams: int = 64
     """Server-sent event streams (/events/*, /dashboard/events) open at once; more get 503."""
 
@@ -122,6 +125,7 @@ class ServerSettings:
         _check(self.max_sessions >= 1, "server.max_sessions", "must be >= 1")
         _check(self.max_event_streams >= 1, "server.max_event_streams", "must be >= 1")
         _check(self.connect_timeout_seconds > 0, "server.connect_timeout_seconds", "must be > 0")
+        _check(self.read_timeout_seconds > 0, "server.read_timeout_seconds", "must be > 0")
         _check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")
 
 

@@ -61,6 +61,14 @@ class UnsupportedMediaTypeError(OfferError):
     code = "unsupported_media_type"
 
 
+class RequestTimeoutError(OfferError):
+    """The body did not arrive within `server.read_timeout_seconds` (a stalled or slowloris
+    client); the connection is closed after the answer."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class SessionBusyError(OfferError):
     """Another offer for the same session id is being set up; the client should retry."""
 

@@ -73,6 +73,7 @@ from stream.errors import (
     ForbiddenError,
     OfferError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServerFullError,
     SessionBusyError,
     UnsupportedMediaTypeError,
@@ -95,6 +96,7 @@ __all__ = [
     "SinkFactory",
     "access_middlewares",
     "create_app",
+    "runner_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -341,6 +343,21 @@ def access_middlewares(settings: Settings) -> list[Any]:
     return [_auth_middleware(settings.auth.secret)]
 
 
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for the `web.AppRunner` (or `TestServer.start_server`) of an app made
+    by create_app or create_dashboard_app.
+
+    aiohttp closes a connection whose request line and headers have not all arrived within its
+    keep-alive timeout (armed when the connection opens and after each response, not moved by
+    more bytes), so that timeout is the header timeout too. Its default, 3630 s, let a half-sent
+    request hold an fd for an hour (review L4: still open after 90 s). Bodies have their own
+    timeout in `_read_json`; after an answer that leaves body unread (408, 413), aiohttp reads
+    the rest for at most `lingering_time` before closing, so the client sees the answer: at most
+    the read timeout (its default is 10 s)."""
+    timeout = settings.server.read_timeout_seconds
+    return {"keepalive_timeout": timeout, "lingering_time": min(10.0, timeout)}
+
+
 def _auth_error(status: int, code: str, detail: str) -> web.Response:
     response = _error(status, code, detail)
     response.headers["WWW-Authenticate"] = 'Bearer realm="merclip"'
@@ -405,10 +422,13 @@ def create_app(
                 headers["Retry-After"] = str(exc.retry_after)
             OFFERS.labels(exc.code).inc()
             log.info("offer refused (%s): %s", exc.code, exc.detail)
-            return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+            response = web.json_response(exc.to_json(), status=exc.status, headers=headers)
+            if isinstance(exc, RequestTimeoutError):
+                response.force_close()  # the rest of the body may never come
+            return response
 
     async def _handle_offer(request: web.Request) -> web.Response:
-        body = await _read_json(request, server.max_body_bytes)
+        body = await _read_json(request, server.max_body_bytes, server.read_timeout_seconds)
         sdp, session_id, options = _parse_offer(body)
         claims = request.get(AUTH_CLAIMS)
         if claims is not None:
@@ -512,7 +532,7 @@ def create_app(
 # -- request parsing -------------------------------------------------------------------------
 
 
-async def _read_json(request: web.Request, max_bytes: int) -> Any:
+async def _read_json(request: web.Request, max_bytes: int, timeout: float) -> Any:
     ctype = request.content_type
     if ctype != "application/json":
         raise UnsupportedMediaTypeError(
@@ -524,12 +544,19 @@ async def _read_json(request: web.Request, max_bytes: int) -> Any:
     # Read at most one byte past the limit: a chunked body has no Content-Length to check.
     chunks: list[bytes] = []
     size = 0
-    while size <= max_bytes:
-        chunk = await request.content.read(max_bytes + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        async with asyncio.timeout(timeout):  # a body that trickles in holds an fd (slowloris)
+            while size <= max_bytes:
+                chunk = await request.content.read(max_bytes + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(
+            f"the body did not arrive within {timeout:g} s (server.read_timeout_seconds): "
+            f"{size} bytes read"
+        ) from exc
     if size > max_bytes:
         raise PayloadTooLargeError(too_big)
     try:

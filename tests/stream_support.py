@@ -21,7 +21,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from merclip.settings import Settings, load_settings
 from stream.peer import SessionInfo
-from stream.server import EventsFactory, create_app
+from stream.server import EventsFactory, create_app, runner_options
 
 __all__ = [
     "RecordingSink",
@@ -171,7 +171,7 @@ async def running_server(
 
     app = create_app(settings, sink_factory or make_sink, events_factory, loopback=True)
     server = TestServer(app, host=host)
-    await server.start_server()
+    await server.start_server(**runner_options(settings))
     try:
         yield f"http://{host}:{server.port}", app, sinks
     finally:

@@ -444,6 +444,45 @@ async def test_the_open_local_server_refuses_other_host_names() -> None:
                 assert r.status == 200
 
 
+async def _read_until_closed(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (TimeoutError if it keeps
+    the connection open longer than `timeout`)."""
+    out = b""
+    async with asyncio.timeout(timeout):
+        while chunk := await reader.read(65536):
+            out += chunk
+    return out
+
+
+async def test_half_sent_requests_are_closed_after_the_read_timeout() -> None:
+    """Security review L4 (slowloris): a request whose headers never end, and a POST whose body
+    never arrives, each held a connection (an fd) open: still open after 90 s."""
+    async with running_server(make_settings(read_timeout_seconds=1.0)) as (url, app, _):
+        port = int(url.rsplit(":", 1)[1])
+        # Headers trickling in, never finished.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(b"X-Slow: 1\r\n")
+        assert await _read_until_closed(reader, 4) == b""
+        writer.close()
+        # A body announced at 1000 bytes, 1 sent.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        answer = await _read_until_closed(reader, 4)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in answer, answer[:300]
+        writer.close()
+        # Complete requests are served as before.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/healthz") as r:
+                assert r.status == 200
+
+
 async def test_inactivity_closes_a_session_without_media() -> None:
     settings = make_settings(inactivity_timeout_seconds=1.0)
     async with running_server(settings) as (url, app, sinks):

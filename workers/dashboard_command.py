@@ -23,7 +23,7 @@ from aiohttp import web
 from merclip.errors import ConfigError
 from merclip.settings import Settings
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
-from stream.server import access_middlewares
+from stream.server import access_middlewares, runner_options
 from workers.bus import Bus
 from workers.monitor import Monitor
 from workers.subscriber import EventHub
@@ -80,7 +80,7 @@ async def run_dashboard(
             max_streams=settings.server.max_event_streams,
         )
         app.on_cleanup.append(lambda _app: hub.aclose())
-        runner = web.AppRunner(app, handle_signals=False)
+        runner = web.AppRunner(app, handle_signals=False, **runner_options(settings))
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from merclip.settings import Settings
 from stream.dashboard import DASHBOARD_REPLAY, add_dashboard
-from stream.server import REGISTRY, create_app
+from stream.server import REGISTRY, create_app, runner_options
 from workers import metrics
 from workers.bus import Bus
 from workers.features.extractor import WindowExtractor
@@ -110,7 +110,7 @@ class LiveService:
             stack.push_async_callback(self.pipeline.aclose)
             self.app = create_app(s, self.pipeline.sink_factory, self._events)
             add_dashboard(self.app, self._all_events, self.overview)
-            runner = web.AppRunner(self.app, handle_signals=False)
+            runner = web.AppRunner(self.app, handle_signals=False, **runner_options(s))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, s.server.host, s.server.port)

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stream import sse
+from stream.headers import add_security_headers
 
 __all__ = [
     "DASHBOARD_QUEUE_SIZE",
@@ -70,6 +71,7 @@ def add_dashboard(
     the app's stream cap (`app[sse.STREAM_LIMIT]`, set by create_app; DEFAULT_MAX_STREAMS when
     the app has none)."""
     static = static_dir or STATIC_DIR
+    add_security_headers(app)
     if sse.STREAM_LIMIT not in app:
         app[sse.STREAM_LIMIT] = sse.StreamLimit(DEFAULT_MAX_STREAMS)
     stream_limit = app[sse.STREAM_LIMIT]

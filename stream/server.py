@@ -78,6 +78,7 @@ from stream.errors import (
     SessionBusyError,
     UnsupportedMediaTypeError,
 )
+from stream.headers import add_security_headers
 from stream.peer import (
     MediaSink,
     PeerSession,
@@ -390,6 +391,7 @@ def create_app(
     app = web.Application(
         client_max_size=server.max_body_bytes, middlewares=access_middlewares(settings)
     )
+    add_security_headers(app)
     app[REGISTRY] = registry
     app[sse.STREAM_LIMIT] = stream_limit = sse.StreamLimit(server.max_event_streams)
     sse_tasks: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown

@@ -9,12 +9,12 @@ import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 __all__ = [
     "ARTIFACTS",
@@ -56,12 +56,26 @@ def fake_media_args(video: Path, audio: Path) -> list[str]:
 
 
 @asynccontextmanager
-async def chromium(args: Sequence[str] = BASE_ARGS) -> AsyncIterator[Browser]:
-    """A headless Chromium with `args`, closed (and playwright stopped) however the test ends."""
+async def chromium(
+    args: Sequence[str] = BASE_ARGS, *, enforce_csp: bool = False
+) -> AsyncIterator[Browser]:
+    """A headless Chromium with `args`, closed (and playwright stopped) however the test ends.
+
+    Its pages ignore the pages' Content-Security-Policy unless `enforce_csp`: playwright's
+    `wait_for_function` compiles its predicate with `eval` in the page, which the policy
+    (stream/headers.py, no 'unsafe-eval') refuses. The tests that check the pages under their
+    policy pass `enforce_csp=True` and wait with locators instead."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=list(args))
+        if not enforce_csp:
+            new_page = browser.new_page
+
+            async def new_page_without_csp(**kwargs: Any) -> Page:
+                return await new_page(**{"bypass_csp": True, **kwargs})
+
+            browser.new_page = new_page_without_csp  # type: ignore[method-assign]
         try:
             yield browser
         finally:

@@ -238,3 +238,37 @@ async def test_page_joins_with_an_access_token_and_is_refused_without(
                 "document.getElementById('event-count').textContent === '1'", timeout=10000
             )
             assert events.subscribed == ["tok-1"]
+
+
+async def test_the_page_works_under_its_content_security_policy_and_cannot_be_framed(
+    chromium_args: list[str],
+) -> None:
+    """Security review L6: the page now sends `default-src 'self'; frame-ancestors 'none'` (and
+    no 'unsafe-inline' / 'unsafe-eval'). Here the browser enforces it (the other browser tests
+    bypass it for playwright's own eval): the page still joins and renders an event, nothing is
+    refused, and a page of another origin cannot frame it."""
+    from playwright.async_api import expect
+
+    async with running_server(make_settings(), TwoEvents()) as (url, app, sinks):
+        page_url = url.replace("127.0.0.1", "localhost")
+        async with chromium(chromium_args, enforce_csp=True) as browser:
+            page = await browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            await page.goto(page_url + "/?session=csp-1")
+            await page.click("#join")
+            await expect(page.locator("#status")).to_have_text("connected", timeout=15000)
+            await expect(page.locator("#event-count")).to_have_text("1", timeout=10000)
+            # (The page has no favicon: its 404 is the one console error expected.)
+            refused = [c for c in console if "Content Security Policy" in c or "Refused" in c]
+            assert not refused, console
+            await page.click("#leave")
+
+            framer = await browser.new_page()
+            framed: list[str] = []
+            framer.on("console", lambda m: framed.append(m.text))
+            await framer.set_content(f'<iframe src="{page_url}/"></iframe>')
+            await asyncio.sleep(1.5)
+            frame = framer.frames[1]
+            assert await frame.query_selector("#join") is None  # refused: nothing rendered
+            assert any("frame-ancestors" in m for m in framed), framed

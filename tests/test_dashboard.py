@@ -173,6 +173,20 @@ async def test_dashboard_routes_serve_local_files_and_json(dashboard: str) -> No
             assert "merclip_redis_up" in await resp.text()
 
 
+async def test_the_dashboard_sends_security_headers(dashboard: str) -> None:
+    """Security review L6: /dashboard sent no CSP, framing or nosniff header (and L5: no
+    Referrer-Policy, though it is opened as /dashboard?token=...)."""
+    async with aiohttp.ClientSession() as http:
+        for path in ("/dashboard?token=x", "/dashboard/static/dashboard.js", "/dashboard/overview"):
+            async with http.get(dashboard + path) as resp:
+                h = resp.headers
+                csp = h.get("Content-Security-Policy", "")
+                assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+                assert h.get("X-Frame-Options") == "DENY", path
+                assert h.get("X-Content-Type-Options") == "nosniff", path
+                assert h.get("Referrer-Policy") == "no-referrer", path
+
+
 async def test_overview_error_is_json_503() -> None:
     async def feed() -> AsyncIterator[dict[str, Any]]:
         if False:

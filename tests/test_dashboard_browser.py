@@ -168,3 +168,42 @@ async def test_dashboard_command_replays_history_then_goes_live() -> None:
                 finally:
                     stop.set()
                     await asyncio.wait_for(server, 20)
+
+
+async def test_the_dashboard_works_under_its_content_security_policy() -> None:
+    """Security review L6: with the browser enforcing the dashboard's policy (the other tests
+    bypass it for playwright's own eval), the replay and the overview still render, and the
+    browser refuses nothing."""
+    from playwright.async_api import expect
+
+    with EmbeddedRedis() as url:
+        async with prefix_on(url) as prefix:
+            settings = Settings().replace("redis", prefix=prefix)
+            async with Bus.connect(url, settings.redis) as bus:
+                assert await bus.write_event(make_event("csp", 0, "good morning"))
+                ready: asyncio.Queue[str] = asyncio.Queue()
+                stop = asyncio.Event()
+                server = asyncio.create_task(
+                    run_dashboard(
+                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
+                    )
+                )
+                try:
+                    address = await asyncio.wait_for(ready.get(), 20)
+                    async with chromium(enforce_csp=True) as browser:
+                        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                        console: list[str] = []
+                        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                        await page.goto(address)
+                        await page.locator('#session-list li[data-session="csp"]').wait_for(
+                            timeout=15000
+                        )
+                        await expect(page.locator("#ov-redis")).to_have_text("ok", timeout=10000)
+                        await expect(page.locator("#detail-transcript")).to_contain_text(
+                            "good morning", timeout=10000
+                        )
+                        bad = [c for c in console if c.startswith("error") or "Policy" in c]
+                        assert not bad, console
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(server, 20)

@@ -483,6 +483,22 @@ async def test_half_sent_requests_are_closed_after_the_read_timeout() -> None:
                 assert r.status == 200
 
 
+async def test_the_page_and_every_answer_send_security_headers() -> None:
+    """Security review L6 (and L5's Referer): / sent no CSP, framing or nosniff header, and no
+    Referrer-Policy, though the page may be opened as /?token=..."""
+    async with running_server(make_settings()) as (url, _, _):
+        async with aiohttp.ClientSession() as http:
+            for path in ("/?token=x", "/static/app.js", "/healthz", "/events/a%20b"):
+                async with http.get(url + path) as r:
+                    h = r.headers
+                    csp = h.get("Content-Security-Policy", "")
+                    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+                    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+                    assert h.get("X-Frame-Options") == "DENY", path
+                    assert h.get("X-Content-Type-Options") == "nosniff", path
+                    assert h.get("Referrer-Policy") == "no-referrer", path
+
+
 async def test_inactivity_closes_a_session_without_media() -> None:
     settings = make_settings(inactivity_timeout_seconds=1.0)
     async with running_server(settings) as (url, app, sinks):

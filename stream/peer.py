@@ -254,7 +254,12 @@ class PeerSession:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind in self._kinds_taken or track.kind not in ("audio", "video"):
             self.stats.extra_tracks += 1
-            log.info("session %s: extra %s track discarded", self.session_id, track.kind)
+            if self.stats.extra_tracks == 1:  # once per session, not once per track (L8)
+                log.info(
+                    "session %s: extra %s track discarded (further ones are only counted)",
+                    self.session_id,
+                    track.kind,
+                )
             self._spawn(self._read_discard(track), f"discard-{track.kind}", reader=True)
             return
         self._kinds_taken.add(track.kind)

@@ -110,6 +110,10 @@ SDP_LINE_RE = re.compile(r"^[a-z]=")
 EVENTS_QUEUE_SIZE = 64
 """Events buffered per page connection; when the page reads slower, the oldest are dropped."""
 RETRY_AFTER_SECONDS = 5
+MAX_SECTIONS_PER_KIND = 2
+"""Active audio (and video) sections an offer may have: the first of each kind is used, the rest
+are read and discarded. Browsers send one of each; an offer with 100 audio sections started 100
+reader tasks and wrote 99 log lines (review L8)."""
 
 
 SESSIONS = Gauge("merclip_stream_sessions", "Live WebRTC sessions")
@@ -624,6 +628,14 @@ def _check_sdp(sdp: str) -> None:
         ) from exc
     active = [m for m in parsed.media if m.port != 0 and m.direction != "inactive"]
     kinds = {m.kind for m in active}
+    for kind in ("audio", "video"):
+        n = sum(1 for m in active if m.kind == kind)
+        if n > MAX_SECTIONS_PER_KIND:
+            raise BadOfferError(
+                f"the offer has {n} {kind} sections; at most {MAX_SECTIONS_PER_KIND} are "
+                f"accepted (only the first {kind} track is used)",
+                code="too_many_tracks",
+            )
     if not kinds & {"audio", "video"}:
         raise BadOfferError(
             "the offer has no audio or video section: add a microphone or camera track "

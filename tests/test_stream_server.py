@@ -304,6 +304,37 @@ async def _offer_sdp(track: SineTrack) -> tuple[RTCPeerConnection, str]:
     return pc, pc.localDescription.sdp
 
 
+async def test_extra_media_sections_are_bounded_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Security review L8: an offer with N audio sections started N reader tasks and wrote N-1
+    INFO lines ("extra audio track discarded")."""
+    use_loopback_candidates()
+    async with running_server(make_settings()) as (url, app, sinks):
+        async with aiohttp.ClientSession() as http:
+            many = RTCPeerConnection(ice_configuration(()))
+            for _ in range(5):
+                many.addTrack(SineTrack(seconds=1))
+            await many.setLocalDescription(await many.createOffer())
+            body = {"sdp": many.localDescription.sdp, "type": "offer"}
+            async with http.post(f"{url}/offer", json=body) as r:
+                assert r.status == 400 and (await r.json())["error"] == "too_many_tracks"
+            await many.close()
+            assert sinks == [] and app[REGISTRY].count == 0
+        # Two of each kind are accepted: the first is used, the second read and discarded,
+        # and one line says so for the session.
+        with caplog.at_level(logging.INFO, logger="stream.peer"):
+            tracks = [SineTrack(seconds=3), SineTrack(seconds=3)]
+            tracks += [PatternVideoTrack(seconds=3), PatternVideoTrack(seconds=3)]
+            pc, _ = await connect_peer(url, tracks)
+            (session,) = app[REGISTRY].sessions()
+            assert await wait_for(lambda: session.stats.extra_tracks == 2, 5)
+            assert await wait_for(lambda: bool(sinks[0].audio and sinks[0].frames), 5)
+            await pc.close()
+        extra = [r for r in caplog.records if "extra" in r.getMessage()]
+        assert len(extra) == 1, [r.getMessage() for r in extra]
+
+
 async def test_concurrent_offers_for_one_live_session_leave_exactly_one_peer() -> None:
     """Security review H2: N offers for a live id at once each used to close the same old peer,
     then each registered itself; all N streamed while the registry counted one, beyond

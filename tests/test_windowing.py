@@ -128,6 +128,40 @@ def test_audio_gap_is_filled_and_stamp_jitter_is_ignored() -> None:
     assert (a[int(3.5 * SR) :] == 3.0).all()
 
 
+@pytest.mark.parametrize("popped_during_the_pause", [True, False])
+def test_an_hour_long_audio_pause_is_zero_filled_in_bounded_memory(
+    popped_during_the_pause: bool,
+) -> None:
+    """Security review L9: a pause was zero-filled in one np.zeros of pause x 64 KB (1 h: 230
+    MB, held until the next window). Now only what windows still to come can read is filled,
+    and the audio after the pause stays aligned to its media time."""
+    import tracemalloc
+
+    w = SessionWindower(4.0, 2.0, 1.0)
+    w.push_audio(np.ones(SR, np.float32), 1.0)
+    if popped_during_the_pause:  # the live path: the session clock cuts windows meanwhile
+        for t in range(2, 3600):
+            w.pop_ready(0.0, media_now=float(t))
+    tracemalloc.start()
+    try:
+        w.push_audio(np.full(320, 2.0, np.float32), 3600.02)  # the next packet, an hour on
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak  # ~770 KB of zeros at most (was 230 MB)
+    assert w.audio_end == pytest.approx(3600.02)
+    assert w.buffered_samples <= (4.0 + 4 * 2.0) * SR + 320
+    w.push_audio(np.full(4 * SR, 3.0, np.float32), 3604.02)
+    windows = w.pop_ready(0.0)
+    assert windows and all(x.audio is not None for x in windows)
+    assert windows[-1].media_end == pytest.approx(3604.0)
+    (across,) = [x for x in windows if x.media_start == pytest.approx(3598.0)]
+    a = across.audio
+    assert a is not None and len(a) == 4 * SR  # the whole window, the pause part as zeros
+    assert (a[: 2 * SR] == 0.0).all() and (a[2 * SR : 2 * SR + 320] == 2.0).all()
+    assert (a[2 * SR + 320 :] == 3.0).all()
+
+
 def test_audio_track_that_starts_late_gives_a_short_first_window() -> None:
     w = SessionWindower(4.0, 2.0, 2.0)
     w.push_audio(np.ones(SR * 4, np.float32), 5.0)  # covers media 1.0 .. 5.0

@@ -148,9 +148,7 @@ class SessionWindower:
         else:
             gap = (media_time_end - x.size / self.sr) - self.audio_end
             if gap > GAP_SECONDS:
-                fill = int(round(gap * self.sr))
-                self._append(np.zeros(fill, dtype=np.float32))
-                log.debug("audio gap of %.3f s filled with zeros", gap)
+                self._fill_gap(gap)
             elif gap < -GAP_SECONDS and self._audio_origin > 0.0:
                 # Samples ahead of their arrival: the first packets came late, in a burst, so the
                 # anchor was late. Re-anchor earlier, or every window would end "in the future".
@@ -168,6 +166,24 @@ class SessionWindower:
                     return
         self._append(x)
         self._skip_backlog()
+
+    def _fill_gap(self, gap: float) -> None:
+        """Zeros for a pause of `gap` seconds after audio_end, but only where a window still to
+        be emitted can read them: from the next window's start, and no earlier than the backlog
+        limit before the new audio. The samples before that are counted, never held. One
+        np.zeros of the whole pause took 230 MB for an hour (review L9); this one is at most
+        window + max_backlog * hop seconds (~770 KB at 4 s / 2 s)."""
+        start = self.audio_end
+        backlog_from = start + gap - self.window - self.max_backlog * self.hop
+        needed_from = max(start, self._next_seq * self.hop, backlog_from)
+        skip = int(round((needed_from - start) * self.sr))
+        fill = int(round(gap * self.sr)) - skip
+        if skip > 0:
+            self._n_samples += skip
+            self._base = max(self._base, self._n_samples)
+        if fill > 0:
+            self._append(np.zeros(fill, dtype=np.float32))
+        log.debug("audio gap of %.3f s: %d samples zero-filled, %d skipped", gap, fill, skip)
 
     def _append(self, x: np.ndarray) -> None:
         self._chunks.append((self._n_samples, x))

@@ -207,3 +207,55 @@ async def test_the_dashboard_works_under_its_content_security_policy() -> None:
                 finally:
                     stop.set()
                     await asyncio.wait_for(server, 20)
+
+
+async def test_a_long_lived_dashboard_tab_keeps_bounded_state() -> None:
+    """Security review L7: the page's `seen` set (every event id ever) and `sessions` map (every
+    session ever) grew without bound in a tab left open. Here 12 000 events of 3 000 sessions
+    reach one page (through its own applyEvent, as the feed would deliver them)."""
+    with EmbeddedRedis() as url:
+        async with prefix_on(url) as prefix:
+            settings = Settings().replace("redis", prefix=prefix)
+            async with Bus.connect(url, settings.redis) as bus:
+                assert await bus.write_event(make_event("first", 0, "hello"))
+                ready: asyncio.Queue[str] = asyncio.Queue()
+                stop = asyncio.Event()
+                server = asyncio.create_task(
+                    run_dashboard(
+                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
+                    )
+                )
+                try:
+                    address = await asyncio.wait_for(ready.get(), 20)
+                    async with chromium() as browser:
+                        page = await browser.new_page()
+                        await page.goto(address)
+                        await page.locator('#session-list li[data-session="first"]').wait_for(
+                            timeout=15000
+                        )
+                        base = make_event("x", 0, "hi").to_json_dict()
+                        sizes = await page.evaluate(
+                            """(base) => {
+                                for (let i = 0; i < 12000; i++) {
+                                    applyEvent({...base, session_id: `s${i % 3000}`,
+                                                event_id: `e${i}`, seq: Math.floor(i / 3000)});
+                                }
+                                render();
+                                const total = state.total;
+                                applyEvent({...base, session_id: "s2999", event_id: "e11999",
+                                            seq: 3});  // a recent id, replayed: still skipped
+                                return [state.seen.size, state.sessions.size, total,
+                                        state.total, state.sessions.has("s2999")];
+                            }""",
+                            base,
+                        )
+                        seen, sessions, total, total_after, newest_kept = sizes
+                        assert total == 12001 and total_after == total
+                        assert seen <= 5000 and sessions <= 200, sizes
+                        assert newest_kept
+                        await page.wait_for_function(
+                            "document.querySelectorAll('#session-list li').length <= 200"
+                        )
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(server, 20)

@@ -8,6 +8,10 @@ const TRANSCRIPT_LINES = 12;
 const OVERVIEW_EVERY_MS = 1000;
 const RENDER_DELAY_MS = 50; // batch the burst of a replay into one render
 const LIVE_SECONDS = 15; // a session is "live" in the list while its last event is this recent
+// A tab left open for days must not grow without bound (review L7):
+const MAX_SEEN_IDS = 5000; // event ids remembered against replays (a replay repeats at most 300)
+const MAX_SESSIONS = 200; // sessions kept in the list; the least recently seen go first
+const FORGET_SESSION_MS = 30 * 60 * 1000; // a session Redis no longer lists, silent this long
 const COLORS = {
   happy: "#f2a900",
   sad: "#4f7cff",
@@ -69,6 +73,11 @@ function applyEvent(ev) {
   if (ev.event_id) {
     if (state.seen.has(ev.event_id)) return;
     state.seen.add(ev.event_id);
+    // A Set iterates in insertion order: forget the oldest ids, which no replay repeats.
+    for (const id of state.seen) {
+      if (state.seen.size <= MAX_SEEN_IDS) break;
+      state.seen.delete(id);
+    }
   }
   state.total += 1;
   const s = session(ev.session_id);
@@ -174,8 +183,25 @@ function scheduleRender() {
   }, RENDER_DELAY_MS);
 }
 
+function pruneSessions() {
+  // The selected session and those Redis lists as active stay; others go once silent for
+  // FORGET_SESSION_MS, and beyond MAX_SESSIONS the least recently seen go.
+  const now = Date.now();
+  const kept = (s) => s.id === state.selected || state.active.has(s.id);
+  for (const s of state.sessions.values()) {
+    if (!kept(s) && now - s.lastSeen > FORGET_SESSION_MS) state.sessions.delete(s.id);
+  }
+  const extra = state.sessions.size - MAX_SESSIONS;
+  if (extra <= 0) return;
+  const oldest = [...state.sessions.values()]
+    .filter((s) => !kept(s))
+    .sort((a, b) => a.lastSeen - b.lastSeen);
+  for (const s of oldest.slice(0, extra)) state.sessions.delete(s.id);
+}
+
 function render() {
   $("total-events").textContent = String(state.total);
+  pruneSessions();
   renderSessionList();
   const s = state.selected ? state.sessions.get(state.selected) : null;
   renderDetail(s || null);

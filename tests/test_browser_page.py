@@ -238,6 +238,15 @@ async def test_page_joins_with_an_access_token_and_is_refused_without(
                 "document.getElementById('event-count').textContent === '1'", timeout=10000
             )
             assert events.subscribed == ["tok-1"]
+            # Review L5: the token leaves the address bar once read, and a reload still joins.
+            assert "token" not in page.url
+            await page.reload()
+            await page.click("#join")
+            await page.wait_for_function(
+                "document.getElementById('status').textContent === 'connected'",
+                timeout=15000,
+            )
+            assert "token" not in page.url
 
 
 async def test_the_page_works_under_its_content_security_policy_and_cannot_be_framed(

@@ -27,7 +27,20 @@ const $ = (id) => document.getElementById(id);
 
 // With access control on, the page is opened as /?token=<publisher token> (see README
 // "Access control"); the token goes with the offer and the event stream.
-const ACCESS_TOKEN = new URLSearchParams(location.search).get("token") || "";
+// The token is then taken out of the address bar (history, bookmarks, screen shares: review L5)
+// and kept for this tab only, so a reload still works.
+const ACCESS_TOKEN = takeToken("merclip-page-token");
+
+function takeToken(key) {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(key, fromUrl);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return fromUrl || sessionStorage.getItem(key) || "";
+}
 
 const state = {
   pc: null,

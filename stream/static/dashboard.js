@@ -34,7 +34,17 @@ const LATENCY_ROWS = [
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
+// Out of the address bar once read, kept for this tab (review L5; see app.js takeToken).
+const token = (() => {
+  const fromUrl = params.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem("merclip-dashboard-token", fromUrl);
+    const url = new URL(location.href);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return fromUrl || sessionStorage.getItem("merclip-dashboard-token");
+})();
 
 const state = {
   sessions: new Map(), // id -> session record

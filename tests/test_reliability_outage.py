@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from dashboard_support import make_event
 from media import SPEECH_TEXT, face_video
 
-from merclip.settings import Settings
+from merclip.settings import RedisSettings, Settings
 from stream.file_client import stream_file
 from stream.server import REGISTRY
 from workers.bus import Backoff, Bus, BusError
@@ -131,3 +132,37 @@ async def test_sessions_survive_a_redis_restart(
 
 async def _has_events(url: str, settings: Settings, session: str) -> bool:
     return bool(await _event_seqs(url, settings, session))
+
+
+async def test_a_subscription_is_only_up_once_the_server_confirms_it() -> None:
+    """redis-py reads no reply to SUBSCRIBE: on a pooled connection left over from before an
+    outage the write alone "succeeded", so a subscription opened while Redis was down counted
+    as Redis being back, and its first read as a second outage (CI: 2 outages for 1 restart)."""
+    first = EmbeddedRedis()
+    url = await first.astart()
+    second: EmbeddedRedis | None = None
+    try:
+        async with Bus.connect(url, RedisSettings()) as bus:
+            await asyncio.gather(*(bus.ping() for _ in range(4)))  # several pooled connections
+            await first.astop()
+            with pytest.raises(BusError):  # was: subscribed, "Redis answers"
+                async with bus.event_feed(None):
+                    pass
+            assert not bus.available and bus.outages == 1
+            with pytest.raises(BusError):
+                await bus.ping()
+            assert not bus.available and bus.outages == 1
+
+            second = EmbeddedRedis(port=first.port)
+            await second.astart()
+            await bus.ping()  # one connection reconnects; the rest of the pool is still stale
+            assert bus.available
+            async with bus.event_feed(None) as feed:
+                await bus.write_event(make_event("stale", 0, "back"))
+                event = await asyncio.wait_for(anext(feed), 10)
+            assert (event.session_id, event.seq) == ("stale", 0)
+            assert bus.available and bus.outages == 1
+    finally:
+        await first.astop()
+        if second is not None:
+            await second.astop()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,13 +16,36 @@ import psutil
 import pytest
 import redis
 
+from workers.serve_options import SHUTDOWN_TIMEOUT_SECONDS
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 120.0
 
 
-def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+
+
+def _exit_code(proc: subprocess.Popen[str], lines: list[str], timeout: float) -> int:
+    """The exit code; past `timeout`, the stacks of every thread (SIGUSR1) and the log."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        proc.wait()
+        time.sleep(0.5)
+        raise AssertionError(
+            f"serve did not exit within {timeout:.0f} s:\n" + "".join(lines[-200:])
+        ) from None
+
+
+def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -48,14 +72,16 @@ def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
             break
         lines.append(line)
         if "serving at" in line:
-            return proc, line.split("serving at", 1)[1].strip()
+            # Keep reading: a full pipe would block the service's logging, and so its exit.
+            threading.Thread(target=_drain, args=(proc, lines), daemon=True).start()
+            return proc, line.split("serving at", 1)[1].strip(), lines
     proc.kill()
     raise AssertionError("serve did not start:\n" + "".join(lines))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_starts_embedded_redis_and_exits_cleanly(tmp_path: Path, sig: int) -> None:
-    proc, url = _start_serve(tmp_path)
+    proc, url, log = _start_serve(tmp_path)
     try:
         parent = psutil.Process(proc.pid)
         children = parent.children(recursive=True)
@@ -69,9 +95,29 @@ def test_serve_starts_embedded_redis_and_exits_cleanly(tmp_path: Path, sig: int)
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert b"<html" in resp.read().lower()
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 0
+        code = _exit_code(proc, log, SHUTDOWN_TIMEOUT_SECONDS + 15)
+        assert code == 0, "".join(log[-200:])
         gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"left behind: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigusr1_prints_every_threads_stack_and_serving_goes_on(tmp_path: Path) -> None:
+    proc, url, log = _start_serve(tmp_path)
+    try:
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not any("Current thread" in line for line in log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dump = "".join(log)
+        assert "Current thread" in dump and "serve_options.py" in dump, dump[-3000:]
+        with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert _exit_code(proc, log, SHUTDOWN_TIMEOUT_SECONDS + 15) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -217,6 +217,25 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+SUBSCRIBE_CONFIRM_SECONDS = 5.0
+
+
+async def _subscribe_confirmed(pubsub: Any, channel: str, timeout: float) -> None:
+    """SUBSCRIBE, then wait for the server's confirmation.
+
+    redis-py reads no reply to SUBSCRIBE, so on a pooled connection whose server has gone the
+    write alone "succeeds" (seen in CI: a restart counted as two outages); only the
+    confirmation proves the subscription is there.
+    """
+    await pubsub.subscribe(channel)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = await pubsub.get_message(timeout=left)
+        if msg is not None and msg.get("type") == "subscribe":
+            return
+    raise RedisTimeoutError(f"no confirmation of SUBSCRIBE {channel} within {timeout:.0f} s")
+
+
 class Bus:
     """Typed operations on the Redis bus. Create with `async with Bus.connect(url, settings):`."""
 
@@ -296,14 +315,19 @@ class Bus:
                 self._down_since = time.monotonic()
                 log.warning("%s; retrying with backoff", error)
             raise error from exc
-        if not self.available and proves_up:
+        if proves_up:
+            self._answered()
+        return result
+
+    def _answered(self) -> None:
+        """The server replied: an outage, if one was on, is over."""
+        if not self.available:
             self.available = True
             log.warning(
                 "Redis at %s answers again after %.1f s",
                 _redact(self.url),
                 time.monotonic() - self._down_since,
             )
-        return result
 
     async def ping(self) -> float:
         """Round trip to the server in milliseconds; BusError when it does not answer."""
@@ -661,9 +685,21 @@ class Bus:
             if session_id is None
             else self.keys.session_channel(session_id)
         )
-        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._r.pubsub()
         try:
-            await self._call("SUBSCRIBE", pubsub.subscribe(channel))
+            try:
+                await _subscribe_confirmed(pubsub, channel, SUBSCRIBE_CONFIRM_SECONDS)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                # Likely a pooled connection left from before an outage: its error is not yet
+                # an outage. aclose() disconnects it, so the retry reconnects.
+                await pubsub.aclose()
+                pubsub = self._r.pubsub()
+                await self._call(
+                    "SUBSCRIBE",
+                    _subscribe_confirmed(pubsub, channel, SUBSCRIBE_CONFIRM_SECONDS),
+                )
+            else:
+                self._answered()
 
             async def feed() -> AsyncIterator[EmotionEvent]:
                 while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -82,5 +83,8 @@ async def _close_within(service: LiveService, timeout: float) -> None:
 
 
 def run_service(settings: Settings, roles: tuple[Role, ...]) -> int:
+    # `kill -USR1 PID` prints every thread's stack to stderr: what a stuck service waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     asyncio.run(_serve_until_signal(settings, roles))
+    log.info("event loop closed; exiting")
     return 0

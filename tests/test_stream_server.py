@@ -466,7 +466,9 @@ async def test_the_open_local_server_refuses_other_host_names() -> None:
 
             for path in ("/dashboard/overview", "/healthz", "/", "/config"):
                 forged_hosts = (
-                    f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}"
+                    f"attacker.example:{port}",
+                    "attacker.example",
+                    f"127.0.0.1.nip.io:{port}",
                 )
                 for forged in forged_hosts:
                     status, body = await get(path, forged)
@@ -494,9 +496,7 @@ async def test_the_open_local_server_refuses_other_host_names() -> None:
 
     # With auth on, the token is the guard and any name may be served (a proxy's, a LAN name).
     secret = "host-test-secret-0123456789"
-    async with running_server(settings.replace("auth", enabled="on", secret=secret)) as (
-        url, _, _
-    ):
+    async with running_server(settings.replace("auth", enabled="on", secret=secret)) as (url, _, _):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/healthz", headers={"Host": "merclip.example"}) as r:
                 assert r.status == 200

@@ -143,8 +143,9 @@ class WindowExtractor:
         compute_missing: bool = True,
     ) -> FeatureWindow:
         """Features of one window. `frame_features` (by frame media time) are reused instead of
-        running face detection + encoding again on frames already processed; with `compute_missing=False`
-        frames without one are left out (streaming under load sheds them instead of queueing)."""
+        running face detection + encoding again on frames already processed; with
+        `compute_missing=False` frames without one are left out (streaming under load sheds them
+        instead of queueing)."""
         stage_ms: dict[str, float] = {}
         known = frame_features or {}
 

@@ -9,7 +9,8 @@ features MER-CLIP reads:
 - MELD: the sentence embedding (the last language row, 384);
 - RAVDESS: mean / std / max over the log-mel rows (192), as the data README's reference probe.
 MELD also gets a positive-vs-negative sentiment probe on the sentence embedding. Both are scored
-exactly like `merclip evaluate` scores the model (merclip/training/metrics.py).
+exactly like `merclip evaluate` scores the model (merclip/training/metrics.py); the difference of
+the two micro-F1s comes with its paired bootstrap standard error (1,000 resamples of the val set).
 
     python benchmarks/probe.py [--data ../shared/data] [--checkpoint bundled] [--json OUT.json]
 
@@ -33,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from merclip.batch import Sample
 from merclip.checkpoint import load_checkpoint, resolve_checkpoint
 from merclip.data.mosei_labels import EMOTION_LABELS
-from merclip.training.evaluate import evaluate_model
+from merclip.training.evaluate import evaluate_model, predict
 from merclip.training.metrics import emotion_metrics, sentiment_metrics
 from workers.features.datasets import load_featurized
 
@@ -71,6 +72,22 @@ def fit(x: np.ndarray, y: np.ndarray) -> object:
     return clf.fit(x, y)
 
 
+def difference_se(
+    truth: np.ndarray, model_pred: np.ndarray, probe_pred: np.ndarray, n: int = 1000
+) -> float:
+    """Bootstrap standard error of micro-F1(model) - micro-F1(probe), both on the same resamples
+    of the val samples: how far apart the two must be before one is ahead."""
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(n):
+        i = rng.integers(0, len(truth), len(truth))
+        diffs.append(
+            emotion_metrics(truth[i], model_pred[i])["f1"]  # type: ignore[operator]
+            - emotion_metrics(truth[i], probe_pred[i])["f1"]
+        )
+    return float(np.std(diffs))
+
+
 def probe(kind: str, train: list[Sample], val: list[Sample]) -> dict[str, object]:
     train = [s for s in train if usable(kind, s)]
     val = [s for s in val if usable(kind, s)]
@@ -80,6 +97,7 @@ def probe(kind: str, train: list[Sample], val: list[Sample]) -> dict[str, object
     pred = clf.predict(x_va)  # type: ignore[attr-defined]
     truth = np.stack([np.asarray(s.emotion) for s in val])
     out: dict[str, object] = {"emotion": emotion_metrics(truth, multi_hot(pred), EMOTION_LABELS)}
+    out["emotion_pred"] = multi_hot(pred)
     if kind == "meld":
         tr = [s for s in train if s.sentiment is not None]
         va = [s for s in val if s.sentiment is not None]
@@ -108,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         val = [s for s in splits[split] if usable(kind, s)]
         p = probe(kind, splits["train"], val)
         m_emo = evaluate_model(model, val, "emotion")
+        truth = np.stack([np.asarray(s.emotion) for s in val])
+        model_pred = predict(model, val, "emotion")[1]
+        se = difference_se(truth, model_pred, p.pop("emotion_pred"))  # type: ignore[arg-type]
         entry = {"n": len(val), "probe": p, "model": {"emotion": m_emo}}
         line = {
             "data": f"{kind} {split}",
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "model_micro_f1": m_emo["f1"],
             "probe_accuracy": p["emotion"]["accuracy"],  # type: ignore[index]
             "model_accuracy": m_emo["accuracy"],
+            "difference_se": se,
         }
         if kind == "meld":
             m_sen = evaluate_model(model, val, "sentiment")
@@ -126,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(line)
         report[f"{kind}:{split}"] = entry
     print(f"checkpoint: {resolve_checkpoint(args.checkpoint)}")
-    head = "| data | n | micro-F1 probe / model | Jaccard acc probe / model | ACC2 probe / model |"
+    head = (
+        "| data | n | micro-F1 probe / model | model - probe (bootstrap SE) "
+        "| Jaccard acc probe / model | ACC2 probe / model |"
+    )
     print(head)
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         acc2 = f"{r['probe_acc2']:.3f} / {r['model_acc2']:.3f}" if "probe_acc2" in r else "–"
         print(
             f"| {r['data']} | {r['n']} | {r['probe_micro_f1']:.3f} / {r['model_micro_f1']:.3f} "
+            f"| {r['model_micro_f1'] - r['probe_micro_f1']:+.3f} ({r['difference_se']:.3f}) "
             f"| {r['probe_accuracy']:.3f} / {r['model_accuracy']:.3f} | {acc2} |"
         )
     if args.json:

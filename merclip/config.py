@@ -58,6 +58,10 @@ class MerClipConfig:
     adapter_hidden: int = 0
     """Modality adapters: 0 = Linear + LayerNorm; > 0 = a GELU MLP with this hidden width, then
     LayerNorm (per-position non-linear features, e.g. energies whose mean is a variance)."""
+    summary_rows: bool = False
+    """Give each modality's cross-attention three more rows: the masked mean, standard deviation
+    and maximum of its feature rows over time. Attention pools by weighted averages, which
+    cannot form a spread or a peak, and those carry much of what a short clip's voice says."""
     n_ctx: int = 4
     """Learnable context vectors before each label word (CoOp) and in the query prompt."""
     ctx_init: str = "a photo of a"
@@ -73,7 +77,8 @@ class MerClipConfig:
     emotion_norm: str = "batch"
     """"Standard normalisation" of the emotion similarities before the sigmoid. "batch": per-label
     standardisation (BatchNorm1d without affine; running statistics at inference). "sample":
-    z-score across the labels of each sample (no state)."""
+    z-score across the labels of each sample (no state). "pattern": "batch" with one set of
+    statistics per evidence pattern (heads.py)."""
     emotion_threshold: float = 0.6
     logit_scale_init: float = 1.0 / 0.07
     """Initial exp(logit scale) of the sentiment head (CLIP's value)."""
@@ -111,7 +116,11 @@ class MerClipConfig:
             words = getattr(self, key)
             _check(all(w.strip() for w in words), key, "words must be non-empty")
             _check(len(set(words)) == len(words), key, "words must be distinct")
-        _check(self.emotion_norm in ("batch", "sample"), "emotion_norm", "batch|sample")
+        _check(
+            self.emotion_norm in ("batch", "sample", "pattern"),
+            "emotion_norm",
+            "batch|sample|pattern",
+        )
         _check(0.0 < self.emotion_threshold < 1.0, "emotion_threshold", "must be in (0, 1)")
         _check(self.logit_scale_init > 0, "logit_scale_init", "must be > 0")
         _check(self.pooling in ("eot", "mean"), "pooling", "eot|mean")

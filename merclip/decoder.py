@@ -17,7 +17,7 @@ import torch.nn as nn
 from merclip.batch import ModalityBatch
 from merclip.config import MerClipConfig
 
-__all__ = ["CrossModalDecoder", "DecoderBlock", "ModalityAdapter"]
+__all__ = ["CrossModalDecoder", "DecoderBlock", "ModalityAdapter", "with_summary_rows"]
 
 
 class ModalityAdapter(nn.Module):
@@ -34,6 +34,24 @@ class ModalityAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))  # (B, T, D_m) -> (B, T, width)
+
+
+def with_summary_rows(
+    feats: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append the masked mean, std and max over time: (B, T, D), (B, T) → (B, T + 3, D),
+    (B, T + 3). An absent modality (all-False mask) stays absent, its rows zero."""
+    present = mask.any(dim=1)  # (B,)
+    m = mask.unsqueeze(-1).to(feats.dtype)
+    n = m.sum(dim=1).clamp(min=1.0)
+    mean = (feats * m).sum(dim=1) / n
+    var = (((feats - mean.unsqueeze(1)) ** 2) * m).sum(dim=1) / n
+    peak = feats.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    peak = torch.where(present.unsqueeze(-1), peak, torch.zeros_like(peak))
+    rows = torch.stack([mean, (var + eps).sqrt(), peak], dim=1)  # (B, 3, D)
+    rows = rows * present.to(rows.dtype)[:, None, None]
+    extra = present.unsqueeze(1).expand(-1, 3)
+    return torch.cat([feats, rows], dim=1), torch.cat([mask, extra], dim=1)
 
 
 class DecoderBlock(nn.Module):
@@ -90,6 +108,7 @@ class CrossModalDecoder(nn.Module):
             }
         )
         self.ln_out = nn.LayerNorm(config.width)
+        self.summary_rows = config.summary_rows
 
     def forward(self, query: torch.Tensor, batch: ModalityBatch) -> torch.Tensor:
         """query (B, T_q, W) = Z^E → Z^[3] (B, T_q, W)."""
@@ -98,6 +117,8 @@ class CrossModalDecoder(nn.Module):
             feats, mask = batch.features(m)  # (B, T_m, D_m), (B, T_m)
             # Zero the padding: masked keys get no attention weight, but 0 * NaN is still NaN.
             feats = feats.masked_fill(~mask.unsqueeze(-1), 0.0)
+            if self.summary_rows:
+                feats, mask = with_summary_rows(feats, mask)
             memory = self.adapters[m](feats)  # (B, T_m, W)
             for block in self.stages[m]:
                 z = block(z, memory, mask)

@@ -153,7 +153,10 @@ class MerClip(nn.Module):
         pooled = z[:, -1] if self.config.pooling == "eot" else z.mean(dim=1)  # (B, W)
         emb = F.normalize(self.out_proj(pooled), dim=-1)  # (B, D)
         sim = emb @ F.normalize(labels, dim=-1).t()  # (B, C)
-        return self.task_modules[task].head(sim, targets)
+        head = self.task_modules[task].head
+        if isinstance(head, EmotionHead):
+            return head(sim, targets, batch.present())
+        return head(sim, targets)
 
 
 def create_model(

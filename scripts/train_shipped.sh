@@ -3,7 +3,7 @@
 # val splits of FER2013, MELD and RAVDESS in their standard layouts (see docs/MODEL_CARD.md).
 #   bash scripts/train_shipped.sh [DATA_DIR]     # default ../shared/data
 # On a 2-core CPU: featurising all three sets ~4 min (cached afterwards in
-# ~/.cache/merclip/features), training 6 epochs ~30 min. Writes the run to runs/shipped/.
+# ~/.cache/merclip/features), training 6 epochs ~35-45 min. Writes the run to runs/shipped/.
 # One torch thread: on a shared 2-core machine (load ~4) a training step took 4.2 s with one
 # thread and 17.5 s with two (OpenMP workers spinning against other processes).
 set -euo pipefail
@@ -17,7 +17,7 @@ done
   --data "fer2013:$data/fer2013" --data "meld:$data/meld" --data "ravdess:$data/ravdess" \
   --model merclip-minilm-live --task both --epochs 6 --batch-size 128 --lr 0.001 \
   --max-per-dataset 15000 \
-  --min-share 0.5 --compose 0.25 --seed 0 --threads 1 --out "$out"
+  --min-share 1.0 --compose 0.25 --seed 0 --threads 1 --out "$out"
 mkdir -p merclip/checkpoints
 cp "$out/best.pt" merclip/checkpoints/merclip-minilm-live.pt
 cp "$out/history.json" merclip/checkpoints/history.json

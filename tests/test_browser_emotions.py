@@ -87,12 +87,6 @@ async def service() -> AsyncIterator[LiveService]:
         yield svc
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure of the shipped model (issue 9 open, docs/MODEL_CARD.md): with face, "
-    "words and espeak voice together, windows of the second span mostly come out 'anger' "
-    "although face and words alone read as surprise (sad: the same); the happy span passes",
-)
 async def test_top_emotion_follows_the_face_and_voice_shown(
     service: LiveService, media_dir: Path, tmp_path: Path
 ) -> None:

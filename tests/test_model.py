@@ -11,8 +11,9 @@ import torch
 from merclip.batch import Sample, collate
 from merclip.clip_backbone import ClipBackbone, load_clip
 from merclip.config import MerClipConfig, list_model_configs, load_model_config
+from merclip.decoder import with_summary_rows
 from merclip.errors import ConfigError
-from merclip.heads import sample_normalise
+from merclip.heads import EmotionHead, pattern_index, sample_normalise
 from merclip.model import MerClip, create_model
 
 TINY = "merclip-tiny-live"
@@ -287,3 +288,64 @@ def test_learns_a_toy_problem(clip: ClipBackbone) -> None:
     m.eval()
     acc = float((m(batch, "sentiment").probs.argmax(1) == targets).float().mean())
     assert float(loss.detach()) < 0.5 * first and acc >= 0.9
+
+
+def test_summary_rows_are_masked_mean_std_and_max() -> None:
+    feats = torch.tensor(
+        [[[1.0, -2.0], [3.0, 4.0], [99.0, 99.0]], [[7.0, 7.0], [0.0, 0.0], [0, 0]]]
+    )
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    out, out_mask = with_summary_rows(feats, mask)
+    assert out.shape == (2, 6, 2) and out_mask.tolist() == [
+        [True, True, False, True, True, True],
+        [False] * 6,
+    ]
+    mean, std, peak = out[0, 3:]
+    assert torch.allclose(mean, torch.tensor([2.0, 1.0]))  # the padding row is not counted
+    assert torch.allclose(std, torch.tensor([1.0, 3.0]), atol=1e-4)
+    assert torch.allclose(peak, torch.tensor([3.0, 4.0]))
+    assert torch.equal(out[1, 3:], torch.zeros(3, 2))  # absent stays absent, and finite
+
+
+def test_summary_rows_change_the_output_and_keep_absent_modalities_skipped(
+    clip: ClipBackbone,
+) -> None:
+    plain, summed = _model(clip), _model(clip, summary_rows=True)
+    summed.load_state_dict(plain.state_dict())  # same weights: only the extra rows differ
+    full = _samples(2)
+    no_face = Sample(full[1].language, None, full[1].audio, id="noface")
+    a = plain(collate([full[0]], plain.dims), "emotion").similarity
+    b = summed(collate([full[0]], summed.dims), "emotion").similarity
+    assert not torch.allclose(a, b, atol=1e-4)
+    batch = collate([full[0], no_face], summed.dims)
+    batch.visual[1] = 1e4  # garbage under the mask
+    out = summed(batch, "emotion")
+    alone = summed(collate([no_face], summed.dims), "emotion")
+    assert torch.allclose(out.similarity[1], alone.similarity[0], atol=1e-5)
+
+
+def test_pattern_norm_standardises_each_evidence_pattern_among_its_own() -> None:
+    """Faces and words whose similarities sit at different levels: one shared BatchNorm leaves
+    the words all below the threshold; per-pattern statistics standardise each kind."""
+    torch.manual_seed(0)
+    faces = torch.randn(64, 6) * 0.2 + 0.5
+    words = torch.randn(64, 6) * 0.02 - 0.1
+    sim = torch.cat([faces, words])
+    present = torch.tensor([[False, True, False]] * 64 + [[True, False, False]] * 64)
+    pooled, per_pattern = EmotionHead(6, "batch", 0.6), EmotionHead(6, "pattern", 0.6)
+    for head in (pooled, per_pattern):
+        for _ in range(200):  # running statistics (momentum 0.1)
+            head.train()(sim, None, present)
+        head.eval()
+    words_pooled = pooled(sim, None, present).logits[64:]
+    words_own = per_pattern(sim, None, present).logits[64:]
+    assert (words_pooled < 0).all()  # every word sample is "no emotion" against the mixture
+    assert abs(float(words_own.mean())) < 0.2 and 0.8 < float(words_own.std()) < 1.2
+    # In eval mode a sample's output does not depend on its batch-mates.
+    one = per_pattern(sim[70:71], None, present[70:71]).logits
+    assert torch.allclose(one, per_pattern(sim, None, present).logits[70:71], atol=1e-6)
+    # A pattern never trained on (all three) falls back to the pooled statistics.
+    all_three = torch.ones(1, 3, dtype=torch.bool)
+    expect = EmotionHead.normalise(per_pattern, sim[:1], None)
+    assert torch.allclose(per_pattern(sim[:1], None, all_three).logits, expect)
+    assert pattern_index(present[:1]).item() == 2 and pattern_index(all_three).item() == 7

@@ -16,7 +16,7 @@ from merclip.data.live_dataset import LiveDatasetWriter
 from merclip.data.synthetic import SyntheticSpec, make_synthetic
 from merclip.errors import ConfigError
 from merclip.training.ablate import ablate
-from merclip.training.train import TrainOptions, train
+from merclip.training.train import TrainOptions, selection_score, train
 
 # Small enough for ~10-15 s per task on 2 shared cores; one thread avoids oversubscription.
 SMALL = SyntheticSpec(n_train=384, n_valid=64, n_test=128)
@@ -235,3 +235,14 @@ def test_train_on_mmsa_pickle_with_mosei_labels(tmp_path: Path) -> None:
         )
     )
     assert result.test["emotion"]["model"]["n"] == 8
+
+
+def test_selection_weighs_each_dataset_alike_not_each_sample() -> None:
+    pooled = {"emotion": {"f1": 0.60}}  # dominated by the big dataset
+    by_dataset = {
+        "fer2013": {"emotion": {"f1": 0.62}},
+        "meld": {"emotion": {"f1": 0.40}, "sentiment": {"f1": 0.70}},
+        "ravdess": {"emotion": {"f1": 0.30}},
+    }
+    assert selection_score(pooled) == pytest.approx(0.60)
+    assert selection_score(pooled, by_dataset) == pytest.approx((0.62 + 0.40 + 0.70 + 0.30) / 4)

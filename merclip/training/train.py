@@ -46,7 +46,7 @@ from merclip.training.evaluate import (
     has_task_labels,
     resolve_device,
 )
-from merclip.training.mixing import epoch_samples
+from merclip.training.mixing import epoch_samples, group_of
 
 __all__ = [
     "TrainOptions",
@@ -54,6 +54,7 @@ __all__ = [
     "add_arguments",
     "build_config",
     "run",
+    "metrics_by_dataset",
     "selection_score",
     "train",
 ]
@@ -113,9 +114,39 @@ class TrainResult:
     """{task: {"model": metrics, "baseline": metrics}} on the test split (eval split if none)."""
 
 
-def selection_score(metrics: dict[str, dict[str, Any]]) -> float:
-    """Mean over tasks of emotion micro-F1 / sentiment weighted F1."""
+def selection_score(
+    metrics: dict[str, dict[str, Any]],
+    by_dataset: dict[str, dict[str, dict[str, Any]]] | None = None,
+) -> float:
+    """Mean over tasks of emotion micro-F1 / sentiment weighted F1; with `by_dataset` (several
+    datasets in the validation split), the mean over every (dataset, task) that has labels, so
+    3.6k FER2013 faces do not outvote 240 RAVDESS clips."""
+    if by_dataset:
+        return float(np.mean([m["f1"] for d in by_dataset.values() for m in d.values()]))
     return float(np.mean([m["f1"] for m in metrics.values()]))
+
+
+def metrics_by_dataset(
+    model: MerClip,
+    samples: Sequence[Sample],
+    tasks: Sequence[str],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{dataset: {task: metrics}} when `samples` come from several datasets, else {}."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(group_of(s), []).append(s)
+    if len(groups) < 2:
+        return {}
+    return {
+        name: {
+            t: evaluate_model(model, group, t, batch_size, device)
+            for t in tasks
+            if any(has_task_labels(s, t) for s in group)
+        }
+        for name, group in sorted(groups.items())
+    }
 
 
 def build_config(opts: TrainOptions, source: DataSource) -> MerClipConfig:
@@ -263,7 +294,7 @@ def train(opts: TrainOptions) -> TrainResult:
             "query_words": {t: config.query_word(t) for t in opts.tasks},
             "selection_metric": "mean validation F1 ("
             + ", ".join("micro" if t == "emotion" else "weighted" for t in opts.tasks)
-            + ")",
+            + "; per dataset, then averaged, when several are trained together)",
             "options": _jsonable(asdict(opts)),
             "epochs": [],
         }
@@ -336,7 +367,8 @@ def train(opts: TrainOptions) -> TrainResult:
         metrics = {
             t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in valid_tasks
         }
-        score = selection_score(metrics)
+        by_dataset = metrics_by_dataset(model, valid_set, valid_tasks, opts.batch_size, device)
+        score = selection_score(metrics, by_dataset)
         record = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)) if losses else math.nan,
@@ -346,6 +378,10 @@ def train(opts: TrainOptions) -> TrainResult:
             "seconds": round(time.perf_counter() - t0, 3),
             "valid": {t: _headline(m) for t, m in metrics.items()},
         }
+        if by_dataset:
+            record["valid_by_dataset"] = {
+                d: {t: _headline(m) for t, m in ms.items()} for d, ms in by_dataset.items()
+            }
         history["epochs"].append(record)
         extra = _extra(opts, epoch, score, metrics, eval_name)
         if score > best_score:

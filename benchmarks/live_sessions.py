@@ -1,8 +1,9 @@
 """Live pipeline benchmark: N concurrent WebRTC sessions for T seconds against `merclip serve`.
 
 Starts `merclip serve` as a separate process (embedded Redis, models as configured), streams N
-synthetic sessions (a moving face and espeak-ng speech repeated with pauses) with the
-`stream-file` client, subscribes to every event, and prints:
+synthetic sessions (a moving face and espeak-ng sentences spoken back to back: a person talking
+without pauses, the normal load; `--pause S` puts S seconds of silence between sentences) with
+the `stream-file` client, subscribes to every event, and prints:
 - p50 / p95 latency from window end to published event (and to features ready / inference done),
 - per-stage extraction times (ASR, faces, CLIP image, CLIP text, audio features),
 - real-time factor = mean extraction time per window / hop (per session; < 1 keeps up),
@@ -13,7 +14,9 @@ synthetic sessions (a moving face and espeak-ng speech repeated with pauses) wit
     python benchmarks/live_sessions.py --sessions 1 --seconds 60
     python benchmarks/live_sessions.py --sessions 3 --seconds 120
 
-The default models are the service defaults (ViT-B-32 CLIP, random init; bundled tiny.en).
+The models are the service defaults (today: the live-pretrained feature space, YuNet + the FER
+expression net, MiniLM, bundled tiny.en, the shipped MER-CLIP checkpoint) unless --model /
+--clip-model / --space say otherwise; the result names the model the events came from.
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ SENTENCES = [
 ]
 
 
-def make_media(directory: Path, seconds: float, fps: int = 15) -> Path:
-    """A VP8/Opus webm: drifting face, sentences spoken back to back with 1 s pauses."""
-    out = directory / f"bench-{int(seconds)}s-v2.webm"
+def make_media(directory: Path, seconds: float, fps: int = 15, pause: float = 0.0) -> Path:
+    """A VP8/Opus webm: drifting face, sentences spoken back to back, `pause` s between them."""
+    out = directory / f"bench-{int(seconds)}s-pause{pause:g}-v3.webm"
     if out.exists():
         return out
     rate = 48000
@@ -64,7 +67,7 @@ def make_media(directory: Path, seconds: float, fps: int = 15) -> Path:
         up = np.repeat(speech[i % len(speech)], 3)  # 16 kHz -> 48 kHz (good enough for ASR)
         n = min(up.size, track.size - pos)
         track[pos : pos + n] = up[:n]
-        pos += n + rate
+        pos += n + int(pause * rate)
         i += 1
     with av.open(str(out), "w", format="webm") as c:
         vs = c.add_stream("libvpx", rate=fps)
@@ -164,6 +167,8 @@ async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: P
         "real_time_factor": (
             statistics.fmean(extract_ms) / 1000 / hop / args.extract_threads if extract_ms else None
         ),
+        "models": sorted({f"{e.model_name} {e.model_version}" for e in evs}),
+        "windows_with_emotion": sum(1 for e in evs if e.emotions_predicted),
         "transcribed_windows": sum(1 for e in evs if e.transcript),
         "face_windows": sum(1 for e in evs if e.face_present),
     }
@@ -173,8 +178,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sessions", type=int, default=1)
     p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--clip-model", default="ViT-B-32")
-    p.add_argument("--model", default="merclip-b32-live")
+    p.add_argument("--clip-model", default=None, help="default: the service's (clip.model)")
+    p.add_argument("--model", default=None, help="default: the service's (model.name)")
+    p.add_argument(
+        "--space", default=None, help="features.space (default: the service's); live = CLIP"
+    )
+    p.add_argument(
+        "--pause", type=float, default=0.0, help="silence between sentences (0: nonstop talk)"
+    )
     p.add_argument("--window", type=float, default=4.0)
     p.add_argument("--hop", type=float, default=2.0)
     p.add_argument("--extract-threads", type=int, default=2)
@@ -187,24 +198,28 @@ def main() -> int:
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
-    media = make_media(work, args.seconds + 2)
+    media = make_media(work, args.seconds + 2, pause=args.pause)
     env = {
-        "MERCLIP_CLIP_MODEL": args.clip_model,
-        "MERCLIP_MODEL_NAME": args.model,
         "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
         "MERCLIP_INGEST_HOP_SECONDS": str(args.hop),
         "MERCLIP_INGEST_EXTRACT_THREADS": str(args.extract_threads),
         "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions)),
     }
-    if args.video_fps is not None:
-        env["MERCLIP_INGEST_VIDEO_FPS"] = str(args.video_fps)
+    for name, value in (
+        ("MERCLIP_CLIP_MODEL", args.clip_model),
+        ("MERCLIP_MODEL_NAME", args.model),
+        ("MERCLIP_FEATURES_SPACE", args.space),
+        ("MERCLIP_INGEST_VIDEO_FPS", args.video_fps),
+    ):
+        if value is not None:
+            env[name] = str(value)
     print(
         f"streaming {args.sessions} session(s) of {media.name} for {args.seconds:.0f} s ...",
         file=sys.stderr,
     )
     with ServeProcess(env, work) as serve:
         result = measure(args, serve, media)
-    result["clip_model"] = args.clip_model
+    result["pause_seconds"] = args.pause
     result["client_nice"] = args.client_nice
     result["cpu_count"] = os.cpu_count()
     print(json.dumps(result, indent=2))

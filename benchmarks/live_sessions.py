@@ -124,6 +124,8 @@ async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: P
         if isinstance(r, BaseException):
             print(f"session {s} failed: {r!r}", file=sys.stderr)
     await asyncio.sleep(args.drain)
+    if listener.done() and listener.exception() is not None:
+        raise RuntimeError("the event subscriber failed") from listener.exception()
     listener.cancel()
     await asyncio.gather(listener, return_exceptions=True)
 

@@ -59,15 +59,16 @@ class ServeProcess:
             raise RuntimeError(f"merclip serve failed to start (it printed {line!r})")
         self.url = line.split("serving at", 1)[1].strip()
         # The embedded Redis URL is not printed (it holds a password): read it from the url
-        # file (0600) next to the server's config file, found from the child process.
+        # file (0600) in the server's directory, which is its working directory (--dir; its
+        # command line shows only redis-server's process title).
         redis_child = next(
             c
             for c in psutil.Process(proc.pid).children()
             if "redis-server" in " ".join(c.cmdline())
         )
-        conf = next((a for a in redis_child.cmdline() if a.endswith("redis.conf")), "")
-        if conf:
-            self.redis_url = (Path(conf).parent / "url").read_text().strip()
+        url_file = Path(redis_child.cwd()) / "url"
+        if url_file.is_file():
+            self.redis_url = url_file.read_text().strip()
         else:  # an embedded Redis without a password
             port = next(c.laddr.port for c in redis_child.net_connections() if c.status == "LISTEN")
             self.redis_url = f"redis://127.0.0.1:{port}/0"

@@ -116,3 +116,12 @@ def make_window(
         features_ready_wall=wall_end + 0.2,
         stage_ms={"asr": 120.0, "face_encoder": 10.0},
     )
+
+
+async def redis_clients(url: str) -> int:
+    """Clients connected to the Redis at `url`, not counting the one that asks."""
+    client = aioredis.from_url(url)
+    try:
+        return len(await client.client_list()) - 1
+    finally:
+        await client.aclose()

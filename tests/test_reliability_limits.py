@@ -14,8 +14,7 @@ import json
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
-from bus_helpers import make_window
+from bus_helpers import make_window, redis_clients
 from dashboard_support import make_event
 from stream_support import SineTrack, wait_for
 
@@ -81,14 +80,6 @@ async def test_beyond_max_sessions_the_service_answers_503_with_retry_after() ->
         await again.close()
 
 
-async def _redis_clients(url: str) -> int:
-    client = aioredis.from_url(url)
-    try:
-        return len(await client.client_list()) - 1  # not this one
-    finally:
-        await client.aclose()
-
-
 async def _read_event(response: aiohttp.ClientResponse) -> dict:  # type: ignore[type-arg]
     while True:
         line = await asyncio.wait_for(response.content.readline(), 20)
@@ -107,7 +98,7 @@ async def test_event_streams_share_redis_connections_and_are_capped() -> None:
     s = s.replace("features", space="live").replace("model", checkpoint="")
     async with LiveService(s) as svc, aiohttp.ClientSession() as http:
         base = svc.url.rstrip("/")
-        before = await _redis_clients(svc.redis_url)
+        before = await redis_clients(svc.redis_url)
         streams = [await http.get(f"{base}/events/page{i % 5}") for i in range(28)]
         streams += [await http.get(f"{base}/dashboard/events") for _ in range(2)]
         assert all(r.status == 200 for r in streams)
@@ -116,7 +107,7 @@ async def test_event_streams_share_redis_connections_and_are_capped() -> None:
             assert (await refused.json())["error"] == "too_many_streams"
         async with Bus.connect(svc.redis_url, s.redis) as bus:
             await asyncio.sleep(0.5)  # every stream has subscribed and replayed (nothing)
-            during = await _redis_clients(svc.redis_url) - 1  # not this Bus
+            during = await redis_clients(svc.redis_url) - 1  # not this Bus
             await bus.write_event(make_event("page3", 0, "hello"))
             got = await asyncio.gather(*(_read_event(r) for r in streams[3:28:5] + streams[28:]))
         assert {(e["session_id"], e["seq"]) for e in got} == {("page3", 0)}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from bus_helpers import redis_clients
 from test_bus import make_event
 
 from workers.bus import Bus, BusError
@@ -198,14 +199,6 @@ async def test_an_event_of_another_session_on_a_session_channel_is_dropped(
     assert got == [("abc", 2)]
 
 
-async def _redis_clients(url: str) -> int:
-    client = aioredis.from_url(url)
-    try:
-        return len(await client.client_list()) - 1  # not this one
-    finally:
-        await client.aclose()
-
-
 async def test_many_event_streams_share_one_pub_sub_connection(bus: Bus, redis_url: str) -> None:
     """Review M3: every stream opened a connection pool and a pub/sub connection of its own
     (500 streams = 1000 Redis clients; the fds ran out at ~340 under ulimit -n 1024). On the
@@ -214,7 +207,7 @@ async def test_many_event_streams_share_one_pub_sub_connection(bus: Bus, redis_u
 
     for s in range(4):
         await bus.write_event(make_event(f"h{s}", 0))
-    before = await _redis_clients(redis_url)
+    before = await redis_clients(redis_url)
     hub = EventHub(bus)
     got: dict[int, list[tuple[str, int]]] = {i: [] for i in range(40)}
 
@@ -229,7 +222,7 @@ async def test_many_event_streams_share_one_pub_sub_connection(bus: Bus, redis_u
     tasks = [asyncio.create_task(stream(i)) for i in range(40)]
     await _wait_subscribed(redis_url, bus.keys.events_channel)
     assert hub.streams == 40
-    during = await _redis_clients(redis_url)
+    during = await redis_clients(redis_url)
     for s in range(4):
         await bus.write_event(make_event(f"h{s}", 1))
     await asyncio.wait_for(asyncio.gather(*tasks), 10)

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from stream.file_client import stream_file
 from workers.bus import Bus
 from workers.dashboard_command import run_dashboard
 from workers.redis_server import EmbeddedRedis
+from workers.schemas import EmotionEvent
 from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -37,6 +40,30 @@ def _chromium() -> None:
 async def _int(page, selector: str) -> int:  # type: ignore[no-untyped-def]
     text = (await page.text_content(selector) or "").strip()
     return int(text.split()[0]) if text and text[0].isdigit() else -1
+
+
+@contextlib.asynccontextmanager
+async def _dashboard(history: list[EmotionEvent]) -> AsyncIterator[tuple[str, Bus]]:
+    """`merclip dashboard` (run_dashboard) on a fresh embedded Redis that already holds
+    `history`: yields the dashboard's address and a Bus on that Redis."""
+    with EmbeddedRedis() as url:
+        async with prefix_on(url) as prefix:
+            settings = Settings().replace("redis", prefix=prefix)
+            async with Bus.connect(url, settings.redis) as bus:
+                for event in history:
+                    assert await bus.write_event(event)
+                ready: asyncio.Queue[str] = asyncio.Queue()
+                stop = asyncio.Event()
+                server = asyncio.create_task(
+                    run_dashboard(
+                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
+                    )
+                )
+                try:
+                    yield await asyncio.wait_for(ready.get(), 20), bus
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(server, 20)
 
 
 async def test_dashboard_shows_a_live_session_and_updates(media_dir: Path) -> None:
@@ -109,65 +136,49 @@ async def test_dashboard_shows_a_live_session_and_updates(media_dir: Path) -> No
 
 
 async def test_dashboard_command_replays_history_then_goes_live() -> None:
-    with EmbeddedRedis() as url:
-        async with prefix_on(url) as prefix:
-            settings = Settings().replace("redis", prefix=prefix)
-            async with Bus.connect(url, settings.redis) as bus:
-                # History written before any dashboard runs (window 2 never produced an event).
-                for seq, text in ((0, "good morning"), (1, "nice weather"), (3, "")):
-                    assert await bus.write_event(make_event("replayed", seq, text))
-                ready: asyncio.Queue[str] = asyncio.Queue()
-                stop = asyncio.Event()
-                server = asyncio.create_task(
-                    run_dashboard(
-                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
-                    )
-                )
-                try:
-                    address = await asyncio.wait_for(ready.get(), 20)
-                    assert address.endswith("/dashboard")
-                    async with chromium() as browser:
-                        page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                        await page.goto(address)
-                        row = page.locator('#session-list li[data-session="replayed"]')
-                        await row.wait_for(timeout=15000)
-                        await page.wait_for_function(
-                            "document.getElementById('detail-count').textContent === '3'",
-                            timeout=10000,
-                        )
-                        assert await _int(page, "#detail-last-seq") == 3
-                        assert await page.text_content("#detail-drops") == "1"
-                        words = await page.text_content("#detail-transcript") or ""
-                        assert "good morning" in words and "nice weather" in words
-                        assert await page.text_content("#total-events") == "3"
-                        await page.wait_for_function(
-                            "document.getElementById('ov-sessions').textContent === '1'",
-                            timeout=10000,
-                        )
+    # History written before any dashboard runs (window 2 never produced an event).
+    async with _dashboard(
+        [
+            make_event("replayed", seq, text)
+            for seq, text in ((0, "good morning"), (1, "nice weather"), (3, ""))
+        ]
+    ) as (address, bus):
+        assert address.endswith("/dashboard")
+        async with chromium() as browser:
+            page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            await page.goto(address)
+            row = page.locator('#session-list li[data-session="replayed"]')
+            await row.wait_for(timeout=15000)
+            await page.wait_for_function(
+                "document.getElementById('detail-count').textContent === '3'",
+                timeout=10000,
+            )
+            assert await _int(page, "#detail-last-seq") == 3
+            assert await page.text_content("#detail-drops") == "1"
+            words = await page.text_content("#detail-transcript") or ""
+            assert "good morning" in words and "nice weather" in words
+            assert await page.text_content("#total-events") == "3"
+            await page.wait_for_function(
+                "document.getElementById('ov-sessions').textContent === '1'",
+                timeout=10000,
+            )
 
-                        # A new event is shown live, without reloading; its window overlaps
-                        # the last one, whose words the running transcript does not repeat.
-                        again = make_event(
-                            "replayed", 4, "nice weather see you soon", new_text="see you soon"
-                        )
-                        assert await bus.write_event(again)
-                        await page.wait_for_function(
-                            "document.getElementById('detail-count').textContent === '4'",
-                            timeout=10000,
-                        )
-                        assert await _int(page, "#detail-last-seq") == 4
-                        words = await page.text_content("#detail-transcript") or ""
-                        assert "see you soon" in words and words.count("nice weather") == 1
-                        assert await page.text_content("#detail-speech") == "speaking"
-                        # A second session appears beside the first.
-                        assert await bus.write_event(make_event("other", 0, "hi"))
-                        await page.locator('#session-list li[data-session="other"]').wait_for(
-                            timeout=10000
-                        )
-                        assert await page.text_content("#total-events") == "5"
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(server, 20)
+            # A new event is shown live, without reloading; its window overlaps
+            # the last one, whose words the running transcript does not repeat.
+            again = make_event("replayed", 4, "nice weather see you soon", new_text="see you soon")
+            assert await bus.write_event(again)
+            await page.wait_for_function(
+                "document.getElementById('detail-count').textContent === '4'",
+                timeout=10000,
+            )
+            assert await _int(page, "#detail-last-seq") == 4
+            words = await page.text_content("#detail-transcript") or ""
+            assert "see you soon" in words and words.count("nice weather") == 1
+            assert await page.text_content("#detail-speech") == "speaking"
+            # A second session appears beside the first.
+            assert await bus.write_event(make_event("other", 0, "hi"))
+            await page.locator('#session-list li[data-session="other"]').wait_for(timeout=10000)
+            assert await page.text_content("#total-events") == "5"
 
 
 async def test_the_dashboard_works_under_its_content_security_policy() -> None:
@@ -176,86 +187,50 @@ async def test_the_dashboard_works_under_its_content_security_policy() -> None:
     browser refuses nothing."""
     from playwright.async_api import expect
 
-    with EmbeddedRedis() as url:
-        async with prefix_on(url) as prefix:
-            settings = Settings().replace("redis", prefix=prefix)
-            async with Bus.connect(url, settings.redis) as bus:
-                assert await bus.write_event(make_event("csp", 0, "good morning"))
-                ready: asyncio.Queue[str] = asyncio.Queue()
-                stop = asyncio.Event()
-                server = asyncio.create_task(
-                    run_dashboard(
-                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
-                    )
-                )
-                try:
-                    address = await asyncio.wait_for(ready.get(), 20)
-                    async with chromium(enforce_csp=True) as browser:
-                        page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                        console: list[str] = []
-                        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-                        await page.goto(address)
-                        await page.locator('#session-list li[data-session="csp"]').wait_for(
-                            timeout=15000
-                        )
-                        await expect(page.locator("#ov-redis")).to_have_text("ok", timeout=10000)
-                        await expect(page.locator("#detail-transcript")).to_contain_text(
-                            "good morning", timeout=10000
-                        )
-                        bad = [c for c in console if c.startswith("error") or "Policy" in c]
-                        assert not bad, console
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(server, 20)
+    async with _dashboard([make_event("csp", 0, "good morning")]) as (address, bus):
+        async with chromium(enforce_csp=True) as browser:
+            page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            await page.goto(address)
+            await page.locator('#session-list li[data-session="csp"]').wait_for(timeout=15000)
+            await expect(page.locator("#ov-redis")).to_have_text("ok", timeout=10000)
+            await expect(page.locator("#detail-transcript")).to_contain_text(
+                "good morning", timeout=10000
+            )
+            bad = [c for c in console if c.startswith("error") or "Policy" in c]
+            assert not bad, console
 
 
 async def test_a_long_lived_dashboard_tab_keeps_bounded_state() -> None:
     """Security review L7: the page's `seen` set (every event id ever) and `sessions` map (every
     session ever) grew without bound in a tab left open. Here 12 000 events of 3 000 sessions
     reach one page (through its own applyEvent, as the feed would deliver them)."""
-    with EmbeddedRedis() as url:
-        async with prefix_on(url) as prefix:
-            settings = Settings().replace("redis", prefix=prefix)
-            async with Bus.connect(url, settings.redis) as bus:
-                assert await bus.write_event(make_event("first", 0, "hello"))
-                ready: asyncio.Queue[str] = asyncio.Queue()
-                stop = asyncio.Event()
-                server = asyncio.create_task(
-                    run_dashboard(
-                        settings, url, "127.0.0.1", 0, stop=stop, on_ready=ready.put_nowait
-                    )
-                )
-                try:
-                    address = await asyncio.wait_for(ready.get(), 20)
-                    async with chromium() as browser:
-                        page = await browser.new_page()
-                        await page.goto(address)
-                        await page.locator('#session-list li[data-session="first"]').wait_for(
-                            timeout=15000
-                        )
-                        base = make_event("x", 0, "hi").to_json_dict()
-                        sizes = await page.evaluate(
-                            """(base) => {
-                                for (let i = 0; i < 12000; i++) {
-                                    applyEvent({...base, session_id: `s${i % 3000}`,
-                                                event_id: `e${i}`, seq: Math.floor(i / 3000)});
-                                }
-                                render();
-                                const total = state.total;
-                                applyEvent({...base, session_id: "s2999", event_id: "e11999",
-                                            seq: 3});  // a recent id, replayed: still skipped
-                                return [state.seen.size, state.sessions.size, total,
-                                        state.total, state.sessions.has("s2999")];
-                            }""",
-                            base,
-                        )
-                        seen, sessions, total, total_after, newest_kept = sizes
-                        assert total == 12001 and total_after == total
-                        assert seen <= 5000 and sessions <= 200, sizes
-                        assert newest_kept
-                        await page.wait_for_function(
-                            "document.querySelectorAll('#session-list li').length <= 200"
-                        )
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(server, 20)
+    async with _dashboard([make_event("first", 0, "hello")]) as (address, bus):
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(address)
+            await page.locator('#session-list li[data-session="first"]').wait_for(timeout=15000)
+            base = make_event("x", 0, "hi").to_json_dict()
+            sizes = await page.evaluate(
+                """(base) => {
+                    for (let i = 0; i < 12000; i++) {
+                        applyEvent({...base, session_id: `s${i % 3000}`,
+                                    event_id: `e${i}`, seq: Math.floor(i / 3000)});
+                    }
+                    render();
+                    const total = state.total;
+                    applyEvent({...base, session_id: "s2999", event_id: "e11999",
+                                seq: 3});  // a recent id, replayed: still skipped
+                    return [state.seen.size, state.sessions.size, total,
+                            state.total, state.sessions.has("s2999")];
+                }""",
+                base,
+            )
+            seen, sessions, total, total_after, newest_kept = sizes
+            assert total == 12001 and total_after == total
+            assert seen <= 5000 and sessions <= 200, sizes
+            assert newest_kept
+            await page.wait_for_function(
+                "document.querySelectorAll('#session-list li').length <= 200"
+            )

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav  # noqa: E402
 
 from merclip.clip_backbone import load_clip  # noqa: E402
-from merclip.settings import Settings  # noqa: E402
+from workers.app.settings import Settings  # noqa: E402
 from workers.features.asr import Transcriber, resolve_model  # noqa: E402
 from workers.features.extractor import STAGES, WindowExtractor  # noqa: E402
 from workers.windowing import RawWindow, SessionWindower  # noqa: E402

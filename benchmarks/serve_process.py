@@ -45,7 +45,7 @@ class ServeProcess:
 
     def __enter__(self) -> ServeProcess:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "merclip.cli", "--log-level", "WARNING", "serve", "--port", "0"],
+            [sys.executable, "-m", "workers.app", "--log-level", "WARNING", "serve", "--port", "0"],
             cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         self._proc = proc

@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 
 from merclip.batch import MODALITIES
 from merclip.errors import ConfigError
+from merclip.typed_config import check, coerce
 
 __all__ = [
     "FEATURE_SPACES",
@@ -94,39 +95,37 @@ class MerClipConfig:
         self.validate()
 
     def validate(self) -> None:
-        _check(set(self.dims) == set(MODALITIES), "dims", f"must have exactly {MODALITIES}")
-        _check(all(d >= 1 for d in self.dims.values()), "dims", "must be >= 1")
-        _check(
+        check(set(self.dims) == set(MODALITIES), "dims", f"must have exactly {MODALITIES}")
+        check(all(d >= 1 for d in self.dims.values()), "dims", "must be >= 1")
+        check(
             self.feature_space in FEATURE_SPACES,
             "feature_space",
             "|".join(FEATURE_SPACES),
         )
-        _check(self.text_tower in ("clip", "minilm"), "text_tower", "clip|minilm")
-        _check(self.adapter_hidden >= 0, "adapter_hidden", "must be >= 0")
-        _check(self.width >= 1 and self.heads >= 1, "width/heads", "must be >= 1")
-        _check(self.width % self.heads == 0, "width", f"must be divisible by heads={self.heads}")
-        _check(self.layers >= 1, "layers", "must be >= 1")
-        _check(self.mlp_ratio > 0, "mlp_ratio", "must be > 0")
-        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        _check(self.n_ctx >= 0, "n_ctx", "must be >= 0")
-        _check(sorted(self.order) == sorted(MODALITIES), "order", f"a permutation of {MODALITIES}")
-        _check(len(self.emotion_labels) >= 1, "emotion_labels", "must not be empty")
-        _check(len(self.sentiment_labels) >= 2, "sentiment_labels", "needs >= 2 classes")
+        check(self.text_tower in ("clip", "minilm"), "text_tower", "clip|minilm")
+        check(self.adapter_hidden >= 0, "adapter_hidden", "must be >= 0")
+        check(self.width >= 1 and self.heads >= 1, "width/heads", "must be >= 1")
+        check(self.width % self.heads == 0, "width", f"must be divisible by heads={self.heads}")
+        check(self.layers >= 1, "layers", "must be >= 1")
+        check(self.mlp_ratio > 0, "mlp_ratio", "must be > 0")
+        check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        check(self.n_ctx >= 0, "n_ctx", "must be >= 0")
+        check(sorted(self.order) == sorted(MODALITIES), "order", f"a permutation of {MODALITIES}")
+        check(len(self.emotion_labels) >= 1, "emotion_labels", "must not be empty")
+        check(len(self.sentiment_labels) >= 2, "sentiment_labels", "needs >= 2 classes")
         for key in ("emotion_labels", "sentiment_labels"):
             words = getattr(self, key)
-            _check(all(w.strip() for w in words), key, "words must be non-empty")
-            _check(len(set(words)) == len(words), key, "words must be distinct")
-        _check(
+            check(all(w.strip() for w in words), key, "words must be non-empty")
+            check(len(set(words)) == len(words), key, "words must be distinct")
+        check(
             self.emotion_norm in ("batch", "sample", "pattern"),
             "emotion_norm",
             "batch|sample|pattern",
         )
-        _check(0.0 < self.emotion_threshold < 1.0, "emotion_threshold", "must be in (0, 1)")
-        _check(self.logit_scale_init > 0, "logit_scale_init", "must be > 0")
-        _check(self.pooling in ("eot", "mean"), "pooling", "eot|mean")
-        _check(
-            len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS), "tasks", f"subset of {TASKS}"
-        )
+        check(0.0 < self.emotion_threshold < 1.0, "emotion_threshold", "must be in (0, 1)")
+        check(self.logit_scale_init > 0, "logit_scale_init", "must be > 0")
+        check(self.pooling in ("eot", "mean"), "pooling", "eot|mean")
+        check(len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS), "tasks", f"subset of {TASKS}")
 
     def labels(self, task: str) -> tuple[str, ...]:
         return self.emotion_labels if task == "emotion" else self.sentiment_labels
@@ -152,7 +151,7 @@ def config_from_dict(values: dict[str, Any], source: str = "model config") -> Me
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(key, value, hints[key], source)
+        kwargs[key] = coerce(value, hints[key], f"{source}: {key}")
     try:
         return MerClipConfig(**kwargs)
     except ConfigError as exc:
@@ -175,41 +174,3 @@ def load_model_config(name: str) -> MerClipConfig:
 
 def list_model_configs() -> list[str]:
     return sorted(p.stem for p in _CONFIG_DIR.glob("*.json"))
-
-
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    def bad(what: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
-
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if hint == tuple[str, ...]:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
-            raise bad("a list of strings")
-        return tuple(value)
-    if hint == dict[str, int]:
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value.values()
-        ):
-            raise bad("a table of integers")
-        return dict(value)
-    return value
-
-
-def _check(ok: bool, key: str, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {what}")

@@ -29,7 +29,7 @@ from merclip.config import load_model_config
 from merclip.errors import ConfigError, MerClipError
 from merclip.heads import TaskOutput
 from merclip.model import MerClip
-from merclip.settings import Settings
+from merclip.settings import MerClipSettings
 from merclip.zeroshot import ZeroShotClassifier
 
 __all__ = [
@@ -79,7 +79,7 @@ def live_dims(clip_model: str) -> dict[str, int]:
     return {"language": d, "visual": d, "audio": LIVE_AUDIO_DIM}
 
 
-def feature_dims(settings: Settings) -> dict[str, int]:
+def feature_dims(settings: MerClipSettings) -> dict[str, int]:
     """Feature widths of the configured live feature space."""
     if settings.features.space == "live":
         return live_dims(settings.clip.model)
@@ -126,7 +126,9 @@ class Predictor:
                 log.warning("model %s has no %s task: its outputs are empty", model_name, task)
 
     @classmethod
-    def from_settings(cls, settings: Settings, clip: ClipBackbone | None = None) -> Predictor:
+    def from_settings(
+        cls, settings: MerClipSettings, clip: ClipBackbone | None = None
+    ) -> Predictor:
         """Trained checkpoint (settings.model.checkpoint) or CLIP zero-shot when it is empty.
 
         `clip` (zero-shot only) reuses an already loaded CLIP instead of loading settings.clip.

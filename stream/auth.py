@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from merclip.errors import ConfigError, MerClipError
-from merclip.settings import Settings
+from stream.settings import StreamSettings
 
 __all__ = [
     "ALL_SESSIONS",
@@ -160,7 +160,7 @@ def can_monitor(claims: Claims) -> bool:
     return claims.role == "monitor" and claims.session == ALL_SESSIONS
 
 
-def auth_enabled(settings: Settings) -> bool:
+def auth_enabled(settings: StreamSettings) -> bool:
     """On when configured "on", or "auto" and the server binds beyond loopback."""
     mode = settings.auth.enabled
     if mode != "auto":
@@ -175,7 +175,7 @@ def auth_enabled(settings: Settings) -> bool:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    from merclip.settings import load_settings
+    from workers.app.settings import load_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m stream.auth", description=__doc__.split("\n")[0]

@@ -49,9 +49,9 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from merclip.settings import Settings
 from stream.errors import StreamError
 from stream.file_client import PeerWatch, connect_peer, first_of
+from stream.settings import StreamSettings
 
 __all__ = [
     "AUDIO_RATE",
@@ -762,7 +762,7 @@ def _print_line(text: str) -> None:
     sys.stdout.flush()
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     if args.list_devices:
         _print_line(list_devices())
         return 0

@@ -29,9 +29,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
-from merclip.settings import Settings
 from stream.errors import StreamError
 from stream.peer import ice_configuration, is_loopback_host, use_loopback_candidates
+from stream.settings import StreamSettings
 
 __all__ = [
     "PeerWatch",
@@ -256,7 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     if not args.file.exists():
         raise StreamError(f"{args.file}: no such file")
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"

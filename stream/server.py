@@ -55,7 +55,6 @@ from aiortc.sdp import SessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings
 from stream import sse
 from stream.auth import (
     SESSION_ID_RE,
@@ -87,6 +86,7 @@ from stream.peer import (
     is_loopback_host,
     use_loopback_candidates,
 )
+from stream.settings import StreamSettings
 
 __all__ = [
     "AUTH_CLAIMS",
@@ -327,7 +327,7 @@ def _loopback_host_middleware() -> Any:
     return check
 
 
-def access_middlewares(settings: Settings) -> list[Any]:
+def access_middlewares(settings: StreamSettings) -> list[Any]:
     """The access check for an aiohttp app serving /offer, /events/* or /dashboard*: tokens when
     auth is on; when auth is off on a loopback host, the Host/Origin check against DNS rebinding
     (none when auth is off on another address: the operator chose an open service, e.g. behind a
@@ -348,7 +348,7 @@ def access_middlewares(settings: Settings) -> list[Any]:
     return [_auth_middleware(settings.auth.secret)]
 
 
-def runner_options(settings: Settings) -> dict[str, Any]:
+def runner_options(settings: StreamSettings) -> dict[str, Any]:
     """Keyword arguments for the `web.AppRunner` (or `TestServer.start_server`) of an app made
     by create_app or create_dashboard_app.
 
@@ -370,7 +370,7 @@ def _auth_error(status: int, code: str, detail: str) -> web.Response:
 
 
 def create_app(
-    settings: Settings,
+    settings: StreamSettings,
     sink_factory: SinkFactory,
     events_factory: EventsFactory | None = None,
     *,

@@ -7,6 +7,7 @@ Models are session-scoped: they are read-only after loading and thread-safe (see
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,16 @@ from typing import TYPE_CHECKING
 import pytest
 from bus_helpers import bus_on, redis_params, redis_server
 from media import SPEECH_TEXT, speech_wav
+
+# Nothing downloads in tests: the Hugging Face hub stays offline whatever the shell says.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only `-m gpu` runs see CUDA; every other run is CPU-only, as in CI, on any machine.
+    if "gpu" not in (config.option.markexpr or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 
 if TYPE_CHECKING:  # imported lazily below: torch/open_clip stay out of every test's collection
     from merclip.clip_backbone import ClipBackbone

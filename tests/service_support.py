@@ -3,7 +3,7 @@ test-size CLIP and MER-CLIP) on this machine."""
 
 from __future__ import annotations
 
-from merclip.settings import Settings
+from workers.app.settings import Settings
 
 __all__ = ["tiny_settings"]
 

@@ -19,9 +19,9 @@ import numpy as np
 from aiohttp.test_utils import TestServer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from merclip.settings import Settings, load_settings
 from stream.peer import SessionInfo
 from stream.server import EventsFactory, create_app, runner_options
+from workers.app.settings import Settings, load_settings
 
 __all__ = [
     "RecordingSink",

@@ -18,14 +18,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from bus_helpers import prefix_on
+from bus_helpers import make_event, prefix_on
 from stream_support import SineTrack, make_settings, running_server
-from test_bus import make_event
 
 from merclip.errors import ConfigError
-from merclip.settings import RedisSettings, Settings
 from stream.auth import AuthError, auth_enabled, issue_token, verify_token
 from stream.file_client import OfferRejectedError, connect_peer
+from workers.app.settings import RedisSettings, Settings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe

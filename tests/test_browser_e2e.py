@@ -13,8 +13,8 @@ from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromi
 from media import SPEECH_TEXT, face_y4m, speech_wav
 from service_support import tiny_settings
 
+from workers.app.service import LiveService
 from workers.bus import Bus
-from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -23,11 +23,11 @@ from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromi
 from emotion_data import shared_data
 from media import read_wav_16k, speech_wav, write_wav_16k
 
-from merclip.settings import Settings
+from workers.app.service import LiveService
+from workers.app.settings import Settings
 from workers.bus import Bus
 from workers.features.expression import EXPRESSION_CLASSES, ExpressionEncoder
 from workers.schemas import EmotionEvent
-from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromium
-from dashboard_support import make_event
+from bus_helpers import make_event
 from media import face_y4m, read_wav_16k
 from stream_support import make_settings, running_server, wait_for
 

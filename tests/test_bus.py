@@ -9,44 +9,15 @@ import threading
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from bus_helpers import bus_on, make_window, prefix_on
+from bus_helpers import bus_on, make_event, make_window, prefix_on
 
 from merclip.errors import SchemaError
-from merclip.settings import RedisSettings
+from workers.app.settings import RedisSettings
 from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
-from workers.schemas import EmotionEvent, Latency, decode, event_id_for
+from workers.schemas import EmotionEvent, decode
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def make_event(session_id: str = "s1", seq: int = 0, wall_end: float = 1000.0) -> EmotionEvent:
-    return EmotionEvent(
-        event_id=event_id_for(session_id, seq, "m", "1"),
-        session_id=session_id,
-        seq=seq,
-        media_start=2.0 * seq,
-        media_end=2.0 * seq + 4,
-        wall_start=wall_end - 4,
-        wall_end=wall_end,
-        transcript="hello",
-        emotion_labels=["happy", "sad", "anger", "surprise", "disgust", "fear"],
-        emotion_probs=[0.7, 0.1, 0.1, 0.2, 0.0, 0.1],
-        emotion_smoothed=[0.7, 0.1, 0.1, 0.2, 0.0, 0.1],
-        emotions_predicted=["happy"],
-        emotion_threshold=0.6,
-        sentiment_labels=["negative", "positive"],
-        sentiment_probs=[0.2, 0.8],
-        sentiment_smoothed=[0.2, 0.8],
-        sentiment="positive",
-        face_present=True,
-        speech_present=True,
-        model_name="m",
-        model_version="1",
-        zero_shot=True,
-        pretrained=False,
-        latency=Latency(100.0, 150.0, 160.0),
-    )
 
 
 async def test_window_round_trips_through_the_stream(bus: Bus) -> None:

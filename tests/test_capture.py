@@ -276,7 +276,7 @@ async def test_a_slow_reader_loses_the_oldest_audio_not_the_newest() -> None:
 
 def _merclip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "merclip.cli", "capture", *args],
+        [sys.executable, "-m", "workers.app", "capture", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,7 +17,7 @@ from service_support import tiny_settings
 from test_capture import ArrayFrames, FedAudio
 
 from stream.capture import CaptureError, capture, read_events
-from workers.service import LiveService
+from workers.app.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

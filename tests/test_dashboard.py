@@ -16,15 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from bus_helpers import make_window, prefix_on
-from dashboard_support import make_event
+from bus_helpers import make_event, make_window, prefix_on
 from prometheus_client import REGISTRY
 
-from merclip.settings import Settings
 from stream.auth import ALL_SESSIONS, issue_token
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
+from workers.app.commands.dashboard import run_dashboard
+from workers.app.settings import Settings
 from workers.bus import Bus
-from workers.dashboard_command import run_dashboard
 from workers.monitor import Monitor
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe
@@ -266,7 +265,7 @@ async def test_dashboard_command_checks_monitor_tokens(redis_url: str, settings:
 def test_dashboard_command_without_redis_url_says_what_to_do(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MERCLIP_REDIS_URL"}
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, "-m", "merclip.cli", "--config", str(ROOT / "config.toml")]
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml")]
     proc = subprocess.run(
         [*cmd, "dashboard"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import pytest
 from browser_support import ARTIFACTS, chromium, require_chromium
-from bus_helpers import prefix_on
-from dashboard_support import make_event
+from bus_helpers import make_event, prefix_on
 from media import SPEECH_TEXT, face_video
 from service_support import tiny_settings
 
-from merclip.settings import Settings
 from stream.file_client import stream_file
+from workers.app.commands.dashboard import run_dashboard
+from workers.app.service import LiveService
+from workers.app.settings import Settings
 from workers.bus import Bus
-from workers.dashboard_command import run_dashboard
 from workers.redis_server import EmbeddedRedis
 from workers.schemas import EmotionEvent
-from workers.service import LiveService
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 

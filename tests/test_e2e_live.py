@@ -19,9 +19,9 @@ from stream_support import SineTrack
 
 from stream.file_client import connect_peer, stream_file
 from stream.server import REGISTRY
+from workers.app.service import LiveService
 from workers.bus import Bus
 from workers.schemas import EmotionEvent
-from workers.service import LiveService
 from workers.subscriber import subscribe
 from workers.transcript import normalise
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from media import SPEECH_TEXT, face_video
 
-from merclip.cli import main
 from merclip.data.live_dataset import load_live_dataset
 from merclip.errors import DatasetError
-from merclip.settings import Settings
+from workers.app.cli import main
+from workers.app.settings import Settings
 from workers.extract import read_labels
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from media import read_wav_16k
 
 from merclip.errors import ConfigError
-from merclip.settings import AsrSettings
+from workers.app.settings import AsrSettings
 from workers.features.asr import Transcriber, bundled_model_path, resolve_model
 from workers.transcript import normalise
 
@@ -161,6 +161,6 @@ def test_words_are_timed_on_the_callers_clock_on_both_paths(
 
 
 def test_service_settings_use_the_short_context() -> None:
-    from merclip.settings import Settings
+    from workers.app.settings import Settings
 
     assert Transcriber.from_settings(Settings().asr).context_seconds == 10.0

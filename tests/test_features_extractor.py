@@ -10,7 +10,7 @@ from media import face_frame, read_wav_16k
 
 from merclip.batch import collate
 from merclip.clip_backbone import ClipBackbone
-from merclip.settings import Settings
+from workers.app.settings import Settings
 from workers.features.asr import Transcriber
 from workers.features.extractor import STAGES, WindowExtractor, select_frames, window_to_sample
 from workers.schemas import FeatureWindow, decode, encode

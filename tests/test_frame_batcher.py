@@ -14,7 +14,7 @@ import pytest
 from media import face_frame
 
 from merclip.clip_backbone import ClipBackbone
-from merclip.settings import Settings
+from workers.app.settings import Settings
 from workers.features.extractor import WindowExtractor
 from workers.frame_batcher import FrameBatcher
 

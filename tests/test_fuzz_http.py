@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stream_support import RecordingSink, SineTrack, make_settings
 
-from merclip.settings import RedisSettings
 from stream.auth import issue_token
 from stream.peer import SessionInfo, ice_configuration, use_loopback_candidates
 from stream.server import create_app
+from workers.app.settings import RedisSettings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe

@@ -16,7 +16,7 @@ from bus_helpers import make_window, prefix_on
 
 from merclip.errors import SchemaError
 from merclip.predictor import Predictor
-from merclip.settings import Settings
+from workers.app.settings import Settings
 from workers.bus import Bus
 from workers.features.extractor import window_to_sample
 from workers.inference import InferenceWorker
@@ -236,7 +236,7 @@ def _cli_env(prefix: str) -> dict[str, str]:
 
 
 def test_infer_command_without_redis_url_says_what_to_do(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "merclip.cli", "--config", str(ROOT / "config.toml"), "infer"]
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
     proc = subprocess.run(
         cmd, env=_cli_env("x"), capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
@@ -248,7 +248,7 @@ async def test_infer_command_serves_windows_and_stops_on_sigterm(
     redis_url: str, prefix: str
 ) -> None:
     settings = tiny_settings(prefix)
-    cmd = [sys.executable, "-m", "merclip.cli", "--config", str(ROOT / "config.toml"), "infer"]
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
     cmd += ["--redis-url", redis_url, "--consumer", "cli-worker"]
     proc = await asyncio.create_subprocess_exec(
         *cmd, env=_cli_env(prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -13,8 +13,8 @@ from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_frame, read_wav_16k, spee
 from service_support import tiny_settings
 
 from merclip.clip_backbone import ClipBackbone
-from merclip.settings import Settings
 from stream.peer import SessionInfo
+from workers.app.settings import Settings
 from workers.bus import Bus
 from workers.features.asr import Transcriber
 from workers.features.extractor import WindowExtractor

@@ -14,8 +14,8 @@ from merclip.clip_backbone import ClipBackbone
 from merclip.errors import CheckpointMismatchError, ConfigError
 from merclip.model import create_model
 from merclip.predictor import FeatureDimensionError, Predictor
-from merclip.settings import Settings
 from merclip.zeroshot import ZeroShotClassifier
+from workers.app.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -23,8 +23,8 @@ from media import SPEECH_TEXT, face_video, speech_wav
 from service_support import tiny_settings
 
 from stream.file_client import stream_file
+from workers.app.service import LiveService
 from workers.schemas import FeatureWindow, decode
-from workers.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

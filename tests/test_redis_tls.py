@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from merclip.settings import RedisSettings
+from workers.app.settings import RedisSettings
 from workers.bus import Bus, BusError
 from workers.redis_server import (
     EmbeddedRedis,

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from bus_helpers import make_window, prefix_on
 
 from merclip.predictor import Predictor
-from merclip.settings import Settings
+from workers.app.settings import Settings
 from workers.bus import Bus
 from workers.inference import InferenceWorker
 from workers.redis_server import EmbeddedRedis
@@ -84,7 +84,7 @@ async def test_sigkilled_worker_loses_no_window_and_duplicates_nothing() -> None
 
 async def _crash_scenario(url: str, prefix: str) -> None:
     settings = crash_settings(prefix)
-    cmd = [sys.executable, "-m", "merclip.cli", "--config", str(ROOT / "config.toml"), "infer"]
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
     cmd += ["--redis-url", url, "--consumer", "doomed", "--stats-every", "0"]
     proc = subprocess.Popen(
         cmd, env=worker_env(prefix), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -14,16 +14,15 @@ import json
 
 import aiohttp
 import pytest
-from bus_helpers import make_window, redis_clients
-from dashboard_support import make_event
+from bus_helpers import make_event, make_window, redis_clients
 from stream_support import SineTrack, wait_for
 
-from merclip.settings import RedisSettings, Settings
 from stream.file_client import OfferRejectedError, connect_peer
 from stream.server import REGISTRY
+from workers.app.service import LiveService
+from workers.app.settings import RedisSettings, Settings
 from workers.bus import Bus, BusError
 from workers.redis_server import EmbeddedRedis
-from workers.service import LiveService
 from workers.subscriber import HISTORY_READS
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,15 +14,15 @@ import logging
 from pathlib import Path
 
 import pytest
-from dashboard_support import make_event
+from bus_helpers import make_event
 from media import SPEECH_TEXT, face_video
 
-from merclip.settings import RedisSettings, Settings
 from stream.file_client import stream_file
 from stream.server import REGISTRY
+from workers.app.service import LiveService
+from workers.app.settings import RedisSettings, Settings
 from workers.bus import Backoff, Bus, BusError
 from workers.redis_server import EmbeddedRedis
-from workers.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import msgpack
 import numpy as np
 import pytest
-from dashboard_support import make_event
+from bus_helpers import make_event
 
 from merclip.errors import SchemaError
 from workers.schemas import (
@@ -67,30 +67,13 @@ def test_encoding_is_compact() -> None:
 
 
 def test_event_round_trip_and_json() -> None:
-    ev = EmotionEvent(
-        event_id=event_id_for("s1", 3, "m", "v1"),
-        session_id="s1",
-        seq=3,
-        media_start=6.0,
-        media_end=10.0,
-        wall_start=1.0,
+    ev = make_event(
+        "s1",
+        3,
+        "hi",
         wall_end=5.0,
-        transcript="hi",
-        emotion_labels=["happy", "sad"],
-        emotion_probs=[0.7, 0.2],
-        emotion_smoothed=[0.6, 0.3],
-        emotions_predicted=["happy"],
-        emotion_threshold=0.6,
-        sentiment_labels=["negative", "positive"],
-        sentiment_probs=[0.1, 0.9],
-        sentiment_smoothed=[0.2, 0.8],
-        sentiment="positive",
-        face_present=True,
-        speech_present=True,
-        model_name="m",
-        model_version="v1",
+        emotion_smoothed=[0.6, 0.1, 0.1, 0.2, 0.05, 0.1],
         zero_shot=False,
-        pretrained=True,
         latency=Latency(300.0, 350.0, 360.0),
     )
     out = decode(encode(ev))

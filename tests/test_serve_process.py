@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from workers.serve_options import SHUTDOWN_TIMEOUT_SECONDS
+from workers.app.commands.serve import SHUTDOWN_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str, list[str]]
     }
     env.pop("MERCLIP_REDIS_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "merclip.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "workers.app", "serve", "--port", "0"],
         cwd=tmp_path,  # no config.toml here: the embedded defaults
         env=env,
         stdout=subprocess.PIPE,
@@ -113,7 +113,7 @@ def test_sigusr1_prints_every_threads_stack_and_serving_goes_on(tmp_path: Path) 
         while not any("Current thread" in line for line in log) and time.monotonic() < deadline:
             time.sleep(0.1)
         dump = "".join(log)
-        assert "Current thread" in dump and "serve_options.py" in dump, dump[-3000:]
+        assert "Current thread" in dump and "commands/serve.py" in dump, dump[-3000:]
         with urllib.request.urlopen(url + "healthz", timeout=10) as resp:
             assert resp.status == 200
         proc.send_signal(signal.SIGTERM)

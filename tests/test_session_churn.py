@@ -17,7 +17,7 @@ from stream_support import PatternVideoTrack, SineTrack, wait_for
 
 from stream.file_client import connect_peer
 from stream.server import REGISTRY
-from workers.service import LiveService
+from workers.app.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings, load_settings
+from workers.app.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

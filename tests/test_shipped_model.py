@@ -17,8 +17,8 @@ from emotion_data import shared_data
 from merclip.batch import Sample
 from merclip.checkpoint import BUNDLED_CHECKPOINT, load_checkpoint, read_checkpoint
 from merclip.predictor import Predictor
-from merclip.settings import Settings
 from merclip.training.evaluate import evaluate_checkpoint
+from workers.app.settings import Settings
 from workers.features.encoders import PretrainedEncoders
 from workers.features.faces import FaceDetector
 

@@ -60,7 +60,7 @@ async def test_cli_stream_file_prints_the_session_id(speech_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "merclip.cli",
+            "workers.app",
             "stream-file",
             str(speech_path),
             "--url",
@@ -87,7 +87,7 @@ async def test_cli_reports_a_full_server(speech_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "merclip.cli",
+            "workers.app",
             "stream-file",
             str(speech_path),
             "--url",
@@ -96,6 +96,6 @@ async def test_cli_reports_a_full_server(speech_path: Path) -> None:
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 2
+        assert proc.returncode == 1  # a runtime failure (the server is full), not usage
         assert "503" in err.decode() and "retry" in err.decode().lower()
         await holder.close()

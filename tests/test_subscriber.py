@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from bus_helpers import redis_clients
-from test_bus import make_event
+from bus_helpers import make_event, redis_clients
 
 from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
@@ -135,7 +134,7 @@ async def test_subscribe_command_prints_json_lines(bus: Bus, redis_url: str) -> 
         await bus.write_event(make_event("cli", i, wall_end=100.0 + i))
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "MERCLIP_REDIS_PREFIX": prefix, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "merclip.cli", "--config", str(root / "config.toml")]
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(root / "config.toml")]
     cmd += ["subscribe", "--redis-url", redis_url, "--session", "cli", "--replay", "2"]
     proc = await asyncio.create_subprocess_exec(
         *cmd, "--count", "3", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -158,7 +157,7 @@ def test_subscribe_command_without_url_says_what_to_do(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MERCLIP_REDIS_URL"}
     env["PYTHONPATH"] = str(root)
     proc = subprocess.run(
-        [sys.executable, "-m", "merclip.cli", "--config", str(root / "config.toml"), "subscribe"],
+        [sys.executable, "-m", "workers.app", "--config", str(root / "config.toml"), "subscribe"],
         env=env,
         capture_output=True,
         text=True,
@@ -242,7 +241,7 @@ async def test_many_event_streams_share_one_pub_sub_connection(bus: Bus, redis_u
 async def test_hub_streams_end_with_bus_error_when_redis_goes_away() -> None:
     """As subscribe() does: a page's stream ends (and its EventSource reconnects) instead of
     hanging on a dead subscription."""
-    from merclip.settings import RedisSettings
+    from workers.app.settings import RedisSettings
     from workers.redis_server import EmbeddedRedis
     from workers.subscriber import EventHub
 

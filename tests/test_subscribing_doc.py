@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from bus_helpers import make_event
 from stream_support import make_settings, running_server
-from test_bus import make_event
 
-from merclip.settings import RedisSettings
+from workers.app.settings import RedisSettings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 
@@ -29,6 +29,8 @@ pytestmark = pytest.mark.timeout(60)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SUBSCRIBING.md"
 DOC_URL = "redis://127.0.0.1:6379/0"
 ROOT = DOC.parents[1]
+
+HAPPY = [0.7, 0.1, 0.1, 0.2, 0.0, 0.1]  # every event of these tests predicts "happy"
 
 
 def blocks(lang: str) -> list[str]:
@@ -51,7 +53,9 @@ def redis_url() -> Iterator[str]:
 async def write_events(url: str, session: str, n: int, start: int = 0) -> None:
     async with Bus.connect(url, RedisSettings()) as bus:
         for seq in range(start, start + n):
-            assert await bus.write_event(make_event(session, seq, wall_end=time.time()))
+            assert await bus.write_event(
+                make_event(session, seq, probs=HAPPY, words=[], wall_end=time.time())
+            )
 
 
 async def wait_subscribed(url: str, channel: str) -> None:
@@ -122,7 +126,7 @@ async def test_merclip_subscribe_line_replays_the_session(redis_url: str) -> Non
     (line,) = [ln for ln in bash_lines("merclip subscribe") if "--replay" in ln]
     argv = shlex.split(line.replace(DOC_URL, redis_url))[2:] + ["--count", "3"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "merclip.cli", "subscribe", *argv, cwd=ROOT,
+        sys.executable, "-m", "workers.app", "subscribe", *argv, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -162,7 +166,7 @@ async def test_redis_cli_lines_show_sessions_history_and_live_events(redis_url: 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_curl_line_reads_a_session_over_sse() -> None:
-    events = [make_event("abc", i).to_json_dict() for i in range(2)]
+    events = [make_event("abc", i, probs=HAPPY).to_json_dict() for i in range(2)]
 
     async def source(session_id: str) -> AsyncIterator[dict[str, Any]]:
         for ev in events:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from merclip.checkpoint import load_checkpoint
-from merclip.cli import main
 from merclip.data.live_dataset import LiveDatasetWriter
 from merclip.data.synthetic import SyntheticSpec, make_synthetic
 from merclip.errors import ConfigError
 from merclip.training.ablate import ablate
 from merclip.training.train import TrainOptions, selection_score, train
+from workers.app.cli import main
 
 # Small enough for ~10-15 s per task on 2 shared cores; one thread avoids oversubscription.
 SMALL = SyntheticSpec(n_train=384, n_valid=64, n_test=128)

@@ -55,7 +55,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from merclip.errors import MerClipError, SchemaError
-from merclip.settings import RedisSettings
 from workers.schemas import (
     MAX_WINDOW_BYTES,
     EmotionEvent,
@@ -64,6 +63,7 @@ from workers.schemas import (
     decode,
     encode,
 )
+from workers.settings import RedisSettings
 
 __all__ = ["Backoff", "Bus", "BusError", "Delivery", "Keys"]
 

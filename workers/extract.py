@@ -51,10 +51,10 @@ from merclip.data.live_dataset import SENTIMENT_LABELS, LiveDatasetWriter
 from merclip.data.mosei_labels import EMOTION_LABELS
 from merclip.errors import DatasetError
 from merclip.predictor import feature_dims
-from merclip.settings import Settings
 from workers.features.audio_features import SAMPLE_RATE
 from workers.features.extractor import WindowExtractor
 from workers.schemas import FeatureWindow
+from workers.settings import WorkerSettings
 from workers.windowing import RawWindow, SessionWindower
 
 __all__ = ["Label", "add_arguments", "decode_clip", "read_labels", "run"]
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for CLIP (cpu, cuda)")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     root: Path = args.dir
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory")
@@ -164,7 +164,7 @@ def extract_clip(
     path: Path,
     sample_id: str,
     extractor: WindowExtractor,
-    settings: Settings,
+    settings: WorkerSettings,
     max_seconds: float = 30.0,
 ) -> FeatureWindow | None:
     """Features of one video file taken as a single window (None if nothing decodes)."""

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings
 from workers import metrics
 from workers.bus import Backoff, Bus, BusError, Delivery
 from workers.schemas import EmotionEvent, FeatureWindow, Latency, event_id_for
+from workers.settings import WorkerSettings
 
 if TYPE_CHECKING:  # torch, open_clip, faster-whisper: imported when a worker is built, so
     # `merclip infer --help` and configuration errors answer at once.
@@ -96,7 +96,7 @@ class InferenceWorker:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         bus: Bus,
         predictor: Predictor,
         *,
@@ -478,7 +478,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_inference(
-    settings: Settings,
+    settings: WorkerSettings,
     url: str,
     *,
     predictor: Predictor | None = None,
@@ -530,7 +530,7 @@ async def run_inference(
     return worker
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     url = args.redis_url or settings.redis.url
     if not url:
         raise ConfigError(

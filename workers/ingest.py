@@ -41,12 +41,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merclip.settings import Settings
 from stream.peer import MediaSink, SessionInfo
 from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.frame_batcher import FrameBatcher
 from workers.schemas import FeatureWindow
+from workers.settings import WorkerSettings
 from workers.transcript import SessionTranscript
 from workers.windowing import RawWindow, SessionWindower
 
@@ -101,7 +101,9 @@ class IngestCounters:
 class IngestPipeline:
     """Shared models and threads for every session of one ingest process."""
 
-    def __init__(self, settings: Settings, extractor: WindowExtractor, publish: Publish) -> None:
+    def __init__(
+        self, settings: WorkerSettings, extractor: WindowExtractor, publish: Publish
+    ) -> None:
         self.settings = settings
         self.extractor = extractor
         self.publish = publish

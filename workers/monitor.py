@@ -21,9 +21,9 @@ import time
 from collections import deque
 from typing import Any
 
-from merclip.settings import Settings
 from workers import metrics
 from workers.bus import Bus, BusError
+from workers.settings import WorkerSettings
 
 __all__ = ["ACTIVE_SECONDS", "RATE_WINDOW_SECONDS", "Monitor"]
 
@@ -42,7 +42,7 @@ class Monitor:
     def __init__(
         self,
         bus: Bus,
-        settings: Settings,
+        settings: WorkerSettings,
         *,
         interval: float = 1.0,
         count_events: bool = True,

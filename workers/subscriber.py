@@ -25,9 +25,9 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from merclip.settings import RedisSettings
 from workers.bus import Bus, BusError
 from workers.schemas import EmotionEvent
+from workers.settings import RedisSettings
 
 __all__ = ["EventHub", "subscribe"]
 

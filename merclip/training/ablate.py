@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from merclip.settings import Settings
+from merclip.settings import MerClipSettings
 from merclip.training.train import (
     NO_WORD,
     TrainOptions,
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: MerClipSettings) -> int:
     if args.task == "both":
         raise SystemExit("ablate-query: --task must be emotion or sentiment")
     base = options_from_args(args, settings)

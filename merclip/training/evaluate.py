@@ -28,7 +28,7 @@ from merclip.checkpoint import load_checkpoint, resolve_checkpoint
 from merclip.data.sources import load_data
 from merclip.errors import DatasetError
 from merclip.model import MerClip
-from merclip.settings import Settings
+from merclip.settings import MerClipSettings
 from merclip.training.metrics import (
     LabelFrequencyBaseline,
     emotion_confusion,
@@ -263,7 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: MerClipSettings) -> int:
     report = evaluate_checkpoint(
         args.checkpoint,
         args.data,

@@ -39,7 +39,7 @@ from merclip.data.synthetic import SyntheticSpec
 from merclip.errors import ConfigError, DatasetError
 from merclip.minilm import load_minilm
 from merclip.model import MerClip
-from merclip.settings import Settings
+from merclip.settings import MerClipSettings
 from merclip.training.evaluate import (
     baseline_metrics,
     evaluate_model,
@@ -560,7 +560,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOptions:
+def options_from_args(args: argparse.Namespace, settings: MerClipSettings) -> TrainOptions:
     t = settings.train
     task = args.task or t.task
     tasks = ("emotion", "sentiment") if task == "both" else (task,)
@@ -594,7 +594,7 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOpti
     )
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: MerClipSettings) -> int:
     result = train(options_from_args(args, settings))
     print(
         f"best checkpoint: {result.best_checkpoint} (epoch {result.best_epoch}, "

@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 
 from merclip.errors import ConfigError
-from merclip.settings import AsrSettings
 from workers.features.audio_features import speech_ratio
 from workers.schemas import Word
+from workers.settings import AsrSettings
 
 __all__ = ["AsrResult", "Transcriber", "bundled_model_path", "resolve_model"]
 

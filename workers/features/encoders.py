@@ -21,8 +21,8 @@ import numpy as np
 
 from merclip.clip_backbone import ClipBackbone, load_clip
 from merclip.minilm import MiniLm, load_minilm
-from merclip.settings import Settings
 from workers.features.expression import EXPRESSION_MARGIN, ExpressionEncoder
+from workers.settings import WorkerSettings
 
 __all__ = ["ClipEncoders", "FeatureEncoders", "PretrainedEncoders", "load_encoders"]
 
@@ -89,7 +89,9 @@ class PretrainedEncoders:
         return self.expression.features(list(crops))
 
 
-def load_encoders(settings: Settings, device: str = "cpu") -> ClipEncoders | PretrainedEncoders:
+def load_encoders(
+    settings: WorkerSettings, device: str = "cpu"
+) -> ClipEncoders | PretrainedEncoders:
     """The encoders of settings.features.space (loaded once per process: seconds)."""
     if settings.features.space == "live":
         return ClipEncoders(load_clip(settings.clip.model, settings.clip.pretrained, device))

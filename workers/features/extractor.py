@@ -32,12 +32,12 @@ import numpy as np
 
 from merclip.batch import Sample
 from merclip.clip_backbone import ClipBackbone
-from merclip.settings import Settings
 from workers.features.asr import Transcriber
 from workers.features.audio_features import log_mel_features, speech_ratio
 from workers.features.encoders import ClipEncoders, FeatureEncoders, load_encoders
 from workers.features.faces import FaceDetector
 from workers.schemas import FeatureWindow, Word
+from workers.settings import WorkerSettings
 from workers.windowing import RawWindow
 
 __all__ = ["STAGES", "FrameFeature", "WindowExtractor", "select_frames", "window_to_sample"]
@@ -71,7 +71,7 @@ class WindowExtractor:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         encoders: FeatureEncoders | ClipBackbone,
         asr: Transcriber | None,
         faces: FaceDetector | None = None,
@@ -90,7 +90,7 @@ class WindowExtractor:
             log.warning("no ASR model: windows get no transcript and no language features")
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: str = "cpu") -> WindowExtractor:
+    def from_settings(cls, settings: WorkerSettings, device: str = "cpu") -> WindowExtractor:
         """Load the encoders and Whisper as configured (start-up cost: once per process)."""
         encoders = load_encoders(settings, device)
         return cls(settings, encoders, Transcriber.from_settings(settings.asr, device=device))

@@ -12,7 +12,7 @@ import json
 import sys
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings
+from workers.app.settings import Settings
 from workers.subscriber import subscribe
 
 __all__ = ["add_arguments", "run"]

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
 from stream.server import access_middlewares, runner_options
+from workers.app.settings import Settings
+from workers.app.signals import stop_on_signals
+from workers.app.web import shown_url, start_site
 from workers.bus import Bus
 from workers.monitor import Monitor
 from workers.subscriber import EventHub
@@ -62,10 +62,7 @@ async def run_dashboard(
     middlewares = access_middlewares(settings)  # ConfigError at once when no usable secret
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
     async with Bus.connect(url, settings.redis) as bus, Monitor(bus, settings) as monitor:
         hub = EventHub(bus)  # every dashboard on one pub/sub connection (review M3)
 
@@ -83,13 +80,8 @@ async def run_dashboard(
         runner = web.AppRunner(app, handle_signals=False, **runner_options(settings))
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            bound = sockets[0].getsockname()[1] if sockets else port
-            shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
-            address = f"http://{shown}:{bound}/dashboard"
+            bound = await start_site(runner, host, port)
+            address = shown_url(host, bound, "/dashboard")
             log.info("dashboard for %s at %s", bus.keys.prefix, address)
             if on_ready is not None:
                 on_ready(address)

@@ -1,19 +1,30 @@
-"""Flags shared by `merclip serve` and `merclip ingest`, and the signal-aware runner."""
+"""`merclip serve`: every role of one machine (WebRTC ingest + inference), embedded Redis by
+default. Open the printed address in a browser to join.
+
+The path of a start: `run` applies the flags to the settings, `run_service` runs a
+`workers.app.service.LiveService` (Redis, models, ingest, inference, HTTP) until a signal.
+`merclip ingest` (commands/ingest.py) shares the flags and the runner with one role only.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import faulthandler
 import logging
 import os
-import signal
 
-from merclip.settings import Settings
-from workers.service import LiveService, Role
+from workers.app.service import LiveService, Role
+from workers.app.settings import Settings
+from workers.app.signals import dump_stacks_on_sigusr1, stop_on_signals
 
-__all__ = ["add_service_arguments", "apply_service_arguments", "run_service"]
+__all__ = [
+    "add_arguments",
+    "add_service_arguments",
+    "apply_service_arguments",
+    "run",
+    "run_service",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +64,7 @@ SHUTDOWN_TIMEOUT_SECONDS = 45.0
 
 async def _serve_until_signal(settings: Settings, roles: tuple[Role, ...]) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting now without finishing windows in flight")
-            os._exit(130)  # children (embedded Redis) die with us (PR_SET_PDEATHSIG)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    stop_on_signals(stop, second_signal_exits=True)
     service = LiveService(settings, roles)
     async with contextlib.AsyncExitStack() as stack:
         await service.start()
@@ -83,8 +85,15 @@ async def _close_within(service: LiveService, timeout: float) -> None:
 
 
 def run_service(settings: Settings, roles: tuple[Role, ...]) -> int:
-    # `kill -USR1 PID` prints every thread's stack to stderr: what a stuck service waits on.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    dump_stacks_on_sigusr1()
     asyncio.run(_serve_until_signal(settings, roles))
     log.info("event loop closed; exiting")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_service_arguments(parser)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_service(apply_service_arguments(settings, args), ("ingest", "infer"))

@@ -2,7 +2,7 @@
 
 `merclip serve` runs both roles; `merclip ingest` only the WebRTC + extraction role against a
 shared Redis (inference workers run elsewhere with `merclip infer`). Models are loaded at start-up,
-before the HTTP port opens, so the first session does not pay for them (LESSONS.md).
+before the HTTP port opens, so the first session does not pay for them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from aiohttp import web
 
-from merclip.settings import Settings
 from stream.dashboard import DASHBOARD_REPLAY, add_dashboard
 from stream.server import REGISTRY, create_app, runner_options
 from workers import metrics
+from workers.app.settings import Settings
+from workers.app.web import shown_url, start_site
 from workers.bus import Bus
 from workers.features.extractor import WindowExtractor
 from workers.ingest import IngestPipeline
@@ -34,7 +35,7 @@ __all__ = ["LiveService", "Role"]
 
 log = logging.getLogger(__name__)
 
-Role = str  # "ingest" | "infer"
+Role = Literal["ingest", "infer"]
 EVENT_REPLAY = 50
 
 
@@ -60,9 +61,7 @@ class LiveService:
 
     @property
     def url(self) -> str:
-        host = self.settings.server.host
-        shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
-        return f"http://{shown}:{self.port}/"
+        return shown_url(self.settings.server.host, self.port)
 
     async def start(self) -> None:
         stack = self._stack
@@ -113,11 +112,7 @@ class LiveService:
             runner = web.AppRunner(self.app, handle_signals=False, **runner_options(s))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, s.server.host, s.server.port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else s.server.port
+            self.port = await start_site(runner, s.server.host, s.server.port)
             log.info("serving at %s", self.url)
 
     async def _publish_window(self, fw: FeatureWindow) -> str:

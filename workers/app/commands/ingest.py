@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from merclip.errors import ConfigError
-from merclip.settings import Settings
-from workers.serve_options import add_service_arguments, apply_service_arguments, run_service
+from workers.app.commands.serve import add_service_arguments, apply_service_arguments, run_service
+from workers.app.settings import Settings
 
 __all__ = ["add_arguments", "run"]
 

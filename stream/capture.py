@@ -50,7 +50,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from merclip.settings import Settings
-from stream.errors import StreamError
+from stream.errors import CaptureError, NoDeviceError
 from stream.file_client import PeerWatch, connect_peer, first_of
 
 __all__ = [
@@ -90,14 +90,6 @@ CAMERA_STALL_SECONDS = 5.0
 """A camera that delivers no frame for this long is treated as gone."""
 EVENTS_LINGER_SECONDS = 5.0
 """With --events: keep printing after the media stops, for the last windows' events."""
-
-
-class CaptureError(StreamError):
-    """The capture client could not run (a device failed, the connection failed)."""
-
-
-class NoDeviceError(CaptureError):
-    """The camera and/or microphone asked for is not there."""
 
 
 # -- video ----------------------------------------------------------------------------------

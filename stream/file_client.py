@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import av
@@ -30,8 +29,8 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
 from merclip.settings import Settings
-from stream.errors import StreamError
-from stream.peer import ice_configuration, is_loopback_host, use_loopback_candidates
+from stream.errors import OfferRejectedError, StreamError
+from stream.ice import ice_configuration, is_loopback_url, use_loopback_candidates
 
 __all__ = [
     "PeerWatch",
@@ -50,18 +49,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 15.0
 DRAIN_SECONDS = 0.5
 """Wait after the file ends before closing, so the receiver's jitter buffer empties."""
-
-
-class OfferRejectedError(StreamError):
-    """The server answered the offer with an error (its JSON `error` and `detail` included)."""
-
-    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-        """Seconds from the Retry-After header (a full server), else None."""
-        detail = body.get("detail") if isinstance(body, dict) else body
-        super().__init__(f"the server refused the offer (HTTP {status}): {detail}")
 
 
 class GainTrack(MediaStreamTrack):
@@ -105,10 +92,6 @@ def _audio_channels(path: str | Path) -> int:
     with av.open(str(path)) as container:
         streams = container.streams.audio
         return streams[0].codec_context.layout.nb_channels if streams else 0
-
-
-def is_loopback_url(url: str) -> bool:
-    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 async def connect_peer(

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestServer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from merclip.settings import Settings, load_settings
-from stream.peer import SessionInfo
-from stream.server import EventsFactory, create_app, runner_options
+from stream.app import EventsFactory, create_app, runner_options
+from stream.sink import SessionInfo
 
 __all__ = [
     "RecordingSink",

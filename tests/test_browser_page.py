@@ -15,7 +15,7 @@ from dashboard_support import make_event
 from media import face_y4m, read_wav_16k
 from stream_support import make_settings, running_server, wait_for
 
-from stream.server import REGISTRY
+from stream.app import REGISTRY
 from workers.schemas import Latency, Word
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]

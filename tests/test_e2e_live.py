@@ -17,8 +17,8 @@ from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_video
 from service_support import tiny_settings
 from stream_support import SineTrack
 
+from stream.app import REGISTRY
 from stream.file_client import connect_peer, stream_file
-from stream.server import REGISTRY
 from workers.bus import Bus
 from workers.schemas import EmotionEvent
 from workers.service import LiveService

@@ -14,7 +14,7 @@ from service_support import tiny_settings
 
 from merclip.clip_backbone import ClipBackbone
 from merclip.settings import Settings
-from stream.peer import SessionInfo
+from stream.sink import SessionInfo
 from workers.bus import Bus
 from workers.features.asr import Transcriber
 from workers.features.extractor import WindowExtractor

@@ -19,8 +19,8 @@ from dashboard_support import make_event
 from stream_support import SineTrack, wait_for
 
 from merclip.settings import RedisSettings, Settings
+from stream.app import REGISTRY
 from stream.file_client import OfferRejectedError, connect_peer
-from stream.server import REGISTRY
 from workers.bus import Bus, BusError
 from workers.redis_server import EmbeddedRedis
 from workers.service import LiveService

@@ -18,8 +18,8 @@ from dashboard_support import make_event
 from media import SPEECH_TEXT, face_video
 
 from merclip.settings import RedisSettings, Settings
+from stream.app import REGISTRY
 from stream.file_client import stream_file
-from stream.server import REGISTRY
 from workers.bus import Backoff, Bus, BusError
 from workers.redis_server import EmbeddedRedis
 from workers.service import LiveService

@@ -23,9 +23,9 @@ from stream_support import (
     wait_for,
 )
 
+from stream.app import REGISTRY, create_app
 from stream.file_client import OfferRejectedError, connect_peer
-from stream.peer import ice_configuration, use_loopback_candidates
-from stream.server import REGISTRY, create_app
+from stream.ice import ice_configuration, use_loopback_candidates
 
 pytestmark = pytest.mark.timeout(60)
 

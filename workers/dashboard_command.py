@@ -22,8 +22,9 @@ from aiohttp import web
 
 from merclip.errors import ConfigError
 from merclip.settings import Settings
+from stream.app import runner_options
+from stream.auth import access_middlewares
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
-from stream.server import access_middlewares, runner_options
 from workers.bus import Bus
 from workers.monitor import Monitor
 from workers.subscriber import EventHub

@@ -19,8 +19,8 @@ import torch
 from aiohttp import web
 
 from merclip.settings import Settings
+from stream.app import REGISTRY, create_app, runner_options
 from stream.dashboard import DASHBOARD_REPLAY, add_dashboard
-from stream.server import REGISTRY, create_app, runner_options
 from workers import metrics
 from workers.bus import Bus
 from workers.features.extractor import WindowExtractor

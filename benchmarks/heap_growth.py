@@ -31,7 +31,7 @@ from service_support import tiny_settings  # noqa: E402
 from stream_support import PatternVideoTrack, SineTrack, wait_for  # noqa: E402
 
 from merclip.settings import Settings  # noqa: E402
-from stream.file_client import connect_peer  # noqa: E402
+from stream.clients.peer_client import connect_peer  # noqa: E402
 from workers.service import LiveService  # noqa: E402
 
 

@@ -25,7 +25,8 @@ from test_bus import make_event
 from merclip.errors import ConfigError
 from merclip.settings import RedisSettings, Settings
 from stream.auth import AuthError, auth_enabled, issue_token, verify_token
-from stream.file_client import OfferRejectedError, connect_peer
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe

@@ -190,7 +190,7 @@ async def test_page_streams_camera_and_microphone_and_renders_events(
 async def test_page_reports_a_full_server(chromium_args: list[str]) -> None:
     from stream_support import SineTrack
 
-    from stream.file_client import connect_peer
+    from stream.clients.peer_client import connect_peer
 
     async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
         holder, _ = await connect_peer(url, [SineTrack(seconds=30)])

@@ -22,7 +22,7 @@ from media import SPEECH_TEXT, face_video
 from service_support import tiny_settings
 
 from merclip.settings import Settings
-from stream.file_client import stream_file
+from stream.clients.file import stream_file
 from workers.bus import Bus
 from workers.dashboard_command import run_dashboard
 from workers.redis_server import EmbeddedRedis

@@ -18,7 +18,8 @@ from service_support import tiny_settings
 from stream_support import SineTrack
 
 from stream.app import REGISTRY
-from stream.file_client import connect_peer, stream_file
+from stream.clients.file import stream_file
+from stream.clients.peer_client import connect_peer
 from workers.bus import Bus
 from workers.schemas import EmotionEvent
 from workers.service import LiveService

@@ -20,7 +20,8 @@ from stream_support import SineTrack, wait_for
 
 from merclip.settings import RedisSettings, Settings
 from stream.app import REGISTRY
-from stream.file_client import OfferRejectedError, connect_peer
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
 from workers.bus import Bus, BusError
 from workers.redis_server import EmbeddedRedis
 from workers.service import LiveService

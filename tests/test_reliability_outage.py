@@ -19,7 +19,7 @@ from media import SPEECH_TEXT, face_video
 
 from merclip.settings import RedisSettings, Settings
 from stream.app import REGISTRY
-from stream.file_client import stream_file
+from stream.clients.file import stream_file
 from workers.bus import Backoff, Bus, BusError
 from workers.redis_server import EmbeddedRedis
 from workers.service import LiveService

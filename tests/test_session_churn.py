@@ -16,7 +16,7 @@ from service_support import tiny_settings
 from stream_support import PatternVideoTrack, SineTrack, wait_for
 
 from stream.app import REGISTRY
-from stream.file_client import connect_peer
+from stream.clients.peer_client import connect_peer
 from workers.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, "tests")
     from stream_support import SineTrack, make_settings, running_server, wait_for
     import stream.app
-    from stream.file_client import connect_peer
+    from stream.clients.peer_client import connect_peer
 
     LOOPBACK = sys.argv[1] == "on"
 

@@ -24,7 +24,8 @@ from stream_support import (
 )
 
 from stream.app import REGISTRY, create_app
-from stream.file_client import OfferRejectedError, connect_peer
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
 from stream.ice import ice_configuration, use_loopback_candidates
 
 pytestmark = pytest.mark.timeout(60)

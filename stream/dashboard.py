@@ -47,7 +47,12 @@ FeedFactory = Callable[[], AsyncIterator[Mapping[str, Any]]]
 OverviewProvider = Callable[[], Awaitable[Mapping[str, Any]]]
 
 STATIC_DIR = Path(__file__).parent / "static"
-ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+ASSETS = {
+    "dashboard.js": "text/javascript",
+    "base.css": "text/css",
+    "dashboard.css": "text/css",
+}
+"""The files under /dashboard/static/ (base.css is shared with the page of stream/app.py)."""
 DASHBOARD_QUEUE_SIZE = 1024
 """Events buffered per dashboard connection. Larger than the page's per-session stream because
 a connection starts with a replay of every session's recent history, written in one burst."""

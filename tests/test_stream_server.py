@@ -606,3 +606,37 @@ async def test_app_shutdown_closes_every_peer() -> None:
     assert app[REGISTRY].count == 0
     for pc in peers:
         await pc.close()
+
+
+async def test_the_page_and_the_dashboard_share_one_base_stylesheet() -> None:
+    """Review D3: the colours and base rules are written once, in static/base.css, which both
+    pages link before their own sheet and both static routes serve."""
+    from stream.dashboard import add_dashboard
+
+    async def no_events() -> AsyncIterator[dict]:
+        await asyncio.Event().wait()
+        yield {}
+
+    async def overview() -> dict:
+        return {}
+
+    app = create_app(make_settings(), RecordingSink, loopback=True)
+    add_dashboard(app, no_events, overview)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for page, prefix, own in (
+                ("/", "/static/", "style.css"),
+                ("/dashboard", "/dashboard/static/", "dashboard.css"),
+            ):
+                async with http.get(base + page) as r:
+                    html = await r.text()
+                shared, sheet = f'href="{prefix}base.css"', f'href="{prefix}{own}"'
+                assert shared in html and html.index(shared) < html.index(sheet), page
+                async with http.get(f"{base}{prefix}base.css") as r:
+                    assert r.status == 200 and "text/css" in r.headers["Content-Type"], prefix
+                    assert "--bg:" in await r.text()
+    finally:
+        await server.close()

@@ -90,6 +90,8 @@ class PeerSession:
         self.sink = sink
         self.stats = SessionStats()
         self.close_reason: CloseReason | None = None
+        self._log_extra = {"session_id": info.session_id, "stage": "peer"}
+        """`extra=` of every log line about this session (for a JSON log's fields)."""
         self._pc = RTCPeerConnection(configuration)
         self._inactivity_timeout = inactivity_timeout
         # Never longer than the inactivity timeout: not connected means no media either.
@@ -145,7 +147,7 @@ class PeerSession:
         self._closing = True
         self.close_reason = reason
         SESSIONS_CLOSED.labels(reason).inc()
-        log.info("session %s closing: %s", self.session_id, reason)
+        log.info("session %s closing: %s", self.session_id, reason, extra=self._log_extra)
         try:
             await self._pc.close()
             # Frames still queued after the close are of no use: cancel rather than drain.
@@ -154,7 +156,9 @@ class PeerSession:
             try:
                 self.sink.on_close()
             except Exception:
-                log.exception("session %s: sink.on_close failed", self.session_id)
+                log.exception(
+                    "session %s: sink.on_close failed", self.session_id, extra=self._log_extra
+                )
             self._closed.set()
             if self._on_closed is not None:
                 self._on_closed(self)
@@ -175,6 +179,7 @@ class PeerSession:
                     "session %s: extra %s track discarded (further ones are only counted)",
                     self.session_id,
                     track.kind,
+                    extra=self._log_extra,
                 )
             self._spawn(self._read_discard(track), f"discard-{track.kind}", reader=True)
             return
@@ -184,7 +189,7 @@ class PeerSession:
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
-        log.debug("session %s: connection %s", self.session_id, state)
+        log.debug("session %s: connection %s", self.session_id, state, extra=self._log_extra)
         if state == "connected":
             self._connected = True
         if state in ("failed", "closed") and not self._closing:
@@ -244,7 +249,12 @@ class PeerSession:
         try:
             result = method(*args)
         except Exception:
-            log.exception("session %s: sink.%s failed", self.session_id, method.__name__)
+            log.exception(
+                "session %s: sink.%s failed",
+                self.session_id,
+                method.__name__,
+                extra=self._log_extra,
+            )
             self._spawn(self.aclose("sink_error"), "close")
             return None
         return True if result is None else result
@@ -260,13 +270,20 @@ class PeerSession:
             if not self._connected:
                 waited = time.monotonic() - self.info.started_monotonic
                 if waited >= self._connect_timeout:
-                    log.info("session %s: not connected after %.1f s", self.session_id, waited)
+                    log.info(
+                        "session %s: not connected after %.1f s",
+                        self.session_id,
+                        waited,
+                        extra=self._log_extra,
+                    )
                     self._spawn(self.aclose("connect_timeout"), "close")
                     return
                 continue
             idle = time.monotonic() - self._last_media
             if idle >= timeout:
-                log.info("session %s: no media for %.1f s", self.session_id, idle)
+                log.info(
+                    "session %s: no media for %.1f s", self.session_id, idle, extra=self._log_extra
+                )
                 self._spawn(self.aclose("inactivity"), "close")
                 return
 

@@ -640,3 +640,17 @@ async def test_the_page_and_the_dashboard_share_one_base_stylesheet() -> None:
                     assert "--bg:" in await r.text()
     finally:
         await server.close()
+
+
+async def test_peer_log_lines_name_their_session_in_extra(caplog: pytest.LogCaptureFixture) -> None:
+    """Review 2.6: a session's log lines carry `session_id` and `stage` as record attributes (for
+    a JSON log to filter on), and keep their text."""
+    async with running_server(make_settings()) as (url, app, sinks):
+        with caplog.at_level(logging.INFO, logger="stream.peer"):
+            pc, sid = await connect_peer(url, [SineTrack(seconds=1)], session_id="logged")
+            assert await wait_for(lambda: bool(sinks and sinks[0].audio), 5)
+            await pc.close()
+            assert await wait_for(lambda: app[REGISTRY].count == 0, 10)
+    (closing,) = [r for r in caplog.records if "closing" in r.getMessage()]
+    assert closing.getMessage().startswith("session logged closing: ")
+    assert closing.__dict__["session_id"] == "logged" and closing.__dict__["stage"] == "peer"

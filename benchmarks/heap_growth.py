@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from service_support import tiny_settings  # noqa: E402
 from stream_support import PatternVideoTrack, SineTrack, wait_for  # noqa: E402
 
-from stream.file_client import connect_peer  # noqa: E402
+from stream.clients.peer_client import connect_peer  # noqa: E402
 from workers.app.service import LiveService  # noqa: E402
 from workers.app.settings import Settings  # noqa: E402
 

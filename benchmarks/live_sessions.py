@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from media import face_frame, read_wav_16k, speech_wav  # noqa: E402
 from serve_process import RssSeries, ServeProcess  # noqa: E402
 
-from stream.file_client import stream_file  # noqa: E402
+from stream.clients.file import stream_file  # noqa: E402
 from workers.schemas import EmotionEvent  # noqa: E402
 from workers.subscriber import subscribe  # noqa: E402
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from live_sessions import make_media  # noqa: E402
 from serve_process import RssSeries, ServeProcess  # noqa: E402
 
-from stream.file_client import stream_file  # noqa: E402
+from stream.clients.file import stream_file  # noqa: E402
 from workers.subscriber import subscribe  # noqa: E402
 
 

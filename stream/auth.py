@@ -11,7 +11,25 @@ Roles and what they open (a token is scoped to ONE session, except a monitor tok
 - monitor:   everything a viewer can, for its session or all sessions ("*"), plus /dashboard.
 
 Auth is on when settings.auth.enabled is "on", or "auto" (the default) and the server binds a
-non-loopback address. Minting a token (prints it):
+non-loopback address.
+
+HTTP access (`access_middlewares`, for the service app of stream/app.py and `merclip dashboard`):
+with auth on, POST /offer needs a publisher token for the session it joins (a body without
+`session_id` joins the token's session), GET /events/{session} a token of that session (or a
+monitor token), and every path under /dashboard a monitor token for all sessions. The token
+travels as `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot set headers); a
+valid `?token=` on a /dashboard page also sets an HttpOnly cookie scoped to /dashboard so the
+page's own requests carry it. Refusals are 401 (no or bad token) or 403 (a token for something
+else), JSON like every other error. /, /static, /config, /healthz and /metrics stay open (they
+hold no session data).
+
+With auth off on a loopback address (the open local mode), every request must name this machine in
+its Host header (localhost or a loopback IP, any port) and a non-GET request may carry only such an
+Origin; anything else is 403 (`bad_host`, `bad_origin`). Otherwise a web page the local user
+visits could rebind its own name to 127.0.0.1 (DNS rebinding) and read /dashboard/events or post
+offers same-origin.
+
+Minting a token (prints it):
 
     python -m stream.auth issue --session abc --role viewer [--ttl 600] [--config config.toml]
     python -m stream.auth verify <token>
@@ -24,24 +42,31 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
+import logging
 import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from aiohttp import web
 
 from merclip.errors import ConfigError, MerClipError
+from stream.errors import error_response
+from stream.ice import is_loopback_host
 from stream.settings import StreamSettings
 
 __all__ = [
     "ALL_SESSIONS",
+    "AUTH_CLAIMS",
     "ROLES",
     "SESSION_ID_RE",
+    "TOKEN_COOKIE",
     "AuthError",
     "Claims",
     "Role",
+    "access_middlewares",
     "auth_enabled",
     "can_monitor",
     "can_publish",
@@ -60,6 +85,8 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 (`/events/S`), so a token for any other name would join a session nobody can read (M8)."""
 MIN_SECRET_BYTES = 16
 _VERSION = "v1"
+
+log = logging.getLogger(__name__)
 
 
 class AuthError(MerClipError):
@@ -165,13 +192,144 @@ def auth_enabled(settings: StreamSettings) -> bool:
     mode = settings.auth.enabled
     if mode != "auto":
         return mode == "on"
-    host = settings.server.host
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost: assume it is reachable from outside
-        return True
+    # A host name other than localhost is not loopback: assume it is reachable from outside.
+    return not is_loopback_host(settings.server.host)
+
+
+# -- HTTP access: the aiohttp middlewares (see the module docstring) ------------------------
+
+AUTH_CLAIMS = web.RequestKey("merclip_auth_claims", Claims)
+"""request[AUTH_CLAIMS]: the verified token of the request (only when auth is on)."""
+TOKEN_COOKIE = "merclip_token"
+
+
+def access_middlewares(settings: StreamSettings) -> list[Any]:
+    """The access check for an aiohttp app serving /offer, /events/* or /dashboard*: tokens when
+    auth is on; when auth is off on a loopback host, the Host/Origin check against DNS rebinding
+    (none when auth is off on another address: the operator chose an open service, e.g. behind a
+    proxy that authenticates). Raises ConfigError when auth is on without a usable secret."""
+    if not auth_enabled(settings):
+        if is_loopback_host(settings.server.host):
+            return [_loopback_host_middleware()]
+        return []
+    if not settings.auth.secret:  # refuse to start open to the network
+        raise ConfigError(
+            f"access tokens are required (auth.enabled = {settings.auth.enabled!r}, server.host "
+            f"= {settings.server.host!r}) but auth.secret is empty: set MERCLIP_AUTH_SECRET "
+            "(at least 16 bytes), or bind 127.0.0.1, or set auth.enabled = 'off' behind a proxy "
+            "that authenticates"
+        )
+    check_secret(settings.auth.secret)  # a short secret can be brute-forced from one token
+    log.info("access tokens required on /offer, /events/* and /dashboard")
+    return [_auth_middleware(settings.auth.secret)]
+
+
+def _request_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    token = request.query.get("token", "")
+    if token:
+        return token
+    if request.method == "GET":  # cookies only for reads: a cross-site POST cannot ride on one
+        return request.cookies.get(TOKEN_COOKIE, "")
+    return ""
+
+
+def _auth_middleware(secret: str) -> Any:
+    """Checks tokens on /offer, /events/* and /dashboard* (see the module docstring)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        dashboard = path == "/dashboard" or path.startswith("/dashboard/")
+        events = path.startswith("/events/")
+        if not (dashboard or events or path == "/offer"):
+            return await handler(request)
+        token = _request_token(request)
+        if not token:
+            return _auth_error(401, "unauthorized", "this server needs an access token")
+        try:
+            claims = verify_token(secret, token)
+        except AuthError as exc:
+            return _auth_error(401, "unauthorized", str(exc))
+        if dashboard:
+            allowed = can_monitor(claims)
+        elif events:
+            allowed = can_view(claims, path[len("/events/") :])
+        else:  # /offer: the session is in the body, checked by the handler
+            allowed = claims.role == "publisher"
+        if not allowed:
+            return error_response(
+                403,
+                "forbidden",
+                f"a {claims.role} token for {claims.session!r} does not grant this request",
+            )
+        request[AUTH_CLAIMS] = claims
+        response = await handler(request)
+        if dashboard and request.query.get("token") and not response.prepared:
+            ttl = max(0, claims.expires - int(time.time()))
+            response.set_cookie(
+                TOKEN_COOKIE,
+                token,
+                path="/dashboard",
+                max_age=ttl,
+                httponly=True,
+                samesite="Strict",
+            )
+        return response
+
+    return check
+
+
+def _names_this_machine(host: str) -> bool:
+    """Whether a Host (or Origin's host) value, port included or not, is localhost or a loopback
+    IP literal. A rebinding page can point its own name at 127.0.0.1, but the browser still sends
+    that name; it cannot make the browser send `localhost` or `127.0.0.1` for its origin."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1] or [::1]:8080
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    return is_loopback_host(name)
+
+
+def _loopback_host_middleware() -> Any:
+    """The open local mode's guard against DNS rebinding (see the module docstring).
+
+    The port is not checked: a rebinding page uses whatever port the service listens on, so the
+    port proves nothing, and a forwarded port (`ssh -L 9000:localhost:8080`) must keep working."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if not _names_this_machine(host):
+            return error_response(
+                403,
+                "bad_host",
+                f"this server is open to local clients only and answers requests for localhost "
+                f"or 127.0.0.1, not Host {host[:80]!r}: open it as http://localhost:<port>/ "
+                "(or turn auth on to serve other names)",
+            )
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD") and origin is not None:
+            origin_host = origin.split("://", 1)[-1].split("/", 1)[0]
+            if "://" not in origin or not _names_this_machine(origin_host):
+                return error_response(
+                    403,
+                    "bad_origin",
+                    f"a page from {origin[:80]!r} may not use this local server: only pages it "
+                    "serves itself may post to it",
+                )
+        return await handler(request)
+
+    return check
+
+
+def _auth_error(status: int, code: str, detail: str) -> web.Response:
+    response = error_response(status, code, detail)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="merclip"'
+    return response
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -16,21 +16,24 @@ workers.subscriber).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import Counter
 
 from stream import sse
 from stream.headers import add_security_headers
+from stream.metrics import metrics_handler
 
 __all__ = [
+    "DASHBOARD",
     "DASHBOARD_QUEUE_SIZE",
     "DASHBOARD_REPLAY",
+    "Dashboard",
     "FeedFactory",
     "OverviewProvider",
     "add_dashboard",
@@ -44,7 +47,12 @@ FeedFactory = Callable[[], AsyncIterator[Mapping[str, Any]]]
 OverviewProvider = Callable[[], Awaitable[Mapping[str, Any]]]
 
 STATIC_DIR = Path(__file__).parent / "static"
-ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+ASSETS = {
+    "dashboard.js": "text/javascript",
+    "base.css": "text/css",
+    "dashboard.css": "text/css",
+}
+"""The files under /dashboard/static/ (base.css is shared with the page of stream/app.py)."""
 DASHBOARD_QUEUE_SIZE = 1024
 """Events buffered per dashboard connection. Larger than the page's per-session stream because
 a connection starts with a replay of every session's recent history, written in one burst."""
@@ -60,6 +68,18 @@ DASHBOARD_EVENTS_DROPPED = Counter(
 )
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    """What the dashboard routes serve: app[DASHBOARD], set by add_dashboard."""
+
+    feed: FeedFactory
+    overview: OverviewProvider
+    static_dir: Path
+
+
+DASHBOARD = web.AppKey("merclip_dashboard", Dashboard)
+
+
 def add_dashboard(
     app: web.Application,
     events_factory: FeedFactory,
@@ -70,64 +90,14 @@ def add_dashboard(
     """Add the dashboard routes to `app` (before it starts). /dashboard/events counts against
     the app's stream cap (`app[sse.STREAM_LIMIT]`, set by create_app; DEFAULT_MAX_STREAMS when
     the app has none)."""
-    static = static_dir or STATIC_DIR
     add_security_headers(app)
-    if sse.STREAM_LIMIT not in app:
-        app[sse.STREAM_LIMIT] = sse.StreamLimit(DEFAULT_MAX_STREAMS)
-    stream_limit = app[sse.STREAM_LIMIT]
-    streams: set[asyncio.Task[Any]] = set()  # open event streams, cancelled on shutdown
-
-    async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(static / "dashboard.html", headers={"Cache-Control": "no-cache"})
-
-    async def asset(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name not in ASSETS:
-            raise web.HTTPNotFound()
-        return web.FileResponse(
-            static / name, headers={"Content-Type": ASSETS[name], "Cache-Control": "no-cache"}
-        )
-
-    async def overview_json(request: web.Request) -> web.Response:
-        try:
-            body = dict(await overview())
-        except Exception as exc:  # the page shows the error instead of going blank
-            log.exception("dashboard overview failed")
-            return web.json_response(
-                {"error": "overview_failed", "detail": f"{type(exc).__name__}: {exc}"},
-                status=503,
-            )
-        return web.json_response(body, headers={"Cache-Control": "no-cache"})
-
-    async def events(request: web.Request) -> web.StreamResponse:
-        refused = stream_limit.refusal()  # before the factory opens anything
-        if refused is not None:
-            return refused
-        task = asyncio.current_task()
-        assert task is not None
-        streams.add(task)
-        try:
-            return await sse.relay(
-                request,
-                events_factory(),
-                queue_size=DASHBOARD_QUEUE_SIZE,
-                dropped_counter=DASHBOARD_EVENTS_DROPPED,
-                what="dashboard",
-                limit=stream_limit,
-            )
-        finally:
-            streams.discard(task)
-
-    async def on_shutdown(app: web.Application) -> None:
-        for task in list(streams):
-            task.cancel()
-
+    sse.add_stream_limit(app, DEFAULT_MAX_STREAMS)
+    app[DASHBOARD] = Dashboard(events_factory, overview, static_dir or STATIC_DIR)
     app.router.add_get("/dashboard", page)
     app.router.add_get("/dashboard/", page)
     app.router.add_get("/dashboard/static/{name}", asset)
     app.router.add_get("/dashboard/overview", overview_json)
     app.router.add_get("/dashboard/events", events)
-    app.on_shutdown.append(on_shutdown)
 
 
 def create_dashboard_app(
@@ -141,22 +111,62 @@ def create_dashboard_app(
     """An app that serves only the dashboard (`merclip dashboard`): the dashboard routes, `/`
     redirecting to it, `/healthz`, and this process's Prometheus metrics at `/metrics`.
 
-    `middlewares`: e.g. `stream.server.access_middlewares(settings)`, the same token check that
+    `middlewares`: e.g. `stream.auth.access_middlewares(settings)`, the same token check that
     guards /dashboard on `merclip serve`."""
     app = web.Application(middlewares=list(middlewares))
-    app[sse.STREAM_LIMIT] = sse.StreamLimit(max_streams)
-
-    async def index(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/dashboard")
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app.router.add_get("/", index)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    sse.add_stream_limit(app, max_streams)
+    app.router.add_get("/", _to_dashboard)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", metrics_handler)
     add_dashboard(app, events_factory, overview, static_dir=static_dir)
     return app
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(
+        request.app[DASHBOARD].static_dir / "dashboard.html",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        request.app[DASHBOARD].static_dir / name,
+        headers={"Content-Type": ASSETS[name], "Cache-Control": "no-cache"},
+    )
+
+
+async def overview_json(request: web.Request) -> web.Response:
+    try:
+        body = dict(await request.app[DASHBOARD].overview())
+    except Exception as exc:  # the page shows the error instead of going blank
+        log.exception("dashboard overview failed")
+        return web.json_response(
+            {"error": "overview_failed", "detail": f"{type(exc).__name__}: {exc}"},
+            status=503,
+        )
+    return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    return await sse.serve_feed(
+        request,
+        request.app[DASHBOARD].feed,
+        queue_size=DASHBOARD_QUEUE_SIZE,
+        dropped_counter=DASHBOARD_EVENTS_DROPPED,
+        what="dashboard",
+    )
+
+
+async def _to_dashboard(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/dashboard")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

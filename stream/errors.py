@@ -1,27 +1,52 @@
-"""Errors of the WebRTC ingest server. Each says what failed and what the client should do.
+"""Errors of stream/, server and clients. Each says what failed and what the client should do.
 
-`OfferError` and its subclasses carry the HTTP status and a short machine-readable `error` code;
-the server turns them into `{"error": code, "detail": message}` JSON responses.
+`StreamError` (under merclip.errors.MerClipError, the one root) is the base of them all.
+
+Server: `OfferError` and its subclasses carry the HTTP status and a short machine-readable
+`error` code; the server turns them into `{"error": code, "detail": message}` JSON responses
+(`error_response`, the one shape of every error answer).
+
+Clients (stream/clients/): `OfferRejectedError` is the server's answer to an offer as the client
+sees it; `CaptureError` and `NoDeviceError` are what `merclip capture` reports.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
 
 from merclip.errors import MerClipError
 
 __all__ = [
     "BadOfferError",
+    "CaptureError",
     "ForbiddenError",
+    "NoDeviceError",
     "OfferError",
+    "OfferRejectedError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "ServerFullError",
     "SessionBusyError",
     "StreamError",
     "UnsupportedMediaTypeError",
+    "error_response",
 ]
 
 
 class StreamError(MerClipError):
     """Base class of the errors raised by stream/."""
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The JSON answer `{"error": code, "detail": detail}` with HTTP `status`."""
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+
+
+# -- server -----------------------------------------------------------------------------------
 
 
 class OfferError(StreamError):
@@ -85,3 +110,28 @@ class ServerFullError(OfferError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+class OfferRejectedError(StreamError):
+    """The server answered the offer with an error (its JSON `error` and `detail` included)."""
+
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        """Seconds from the Retry-After header (a full server), else None."""
+        detail = body.get("detail") if isinstance(body, dict) else body
+        super().__init__(f"the server refused the offer (HTTP {status}): {detail}")
+
+
+class CaptureError(StreamError):
+    """The capture client could not run (a device failed, the connection failed)."""
+
+
+class NoDeviceError(CaptureError):
+    """The camera and/or microphone asked for is not there."""
+
+    exit_code = 2  # name another device (--camera/--mic) or none: fix the command, not retry

@@ -1,7 +1,8 @@
 """One WebRTC session: an RTCPeerConnection, one reader task per track, and the sink they feed.
 
-The sink (`MediaSink`) is the contract with ingest: stream/ turns WebRTC media into 16 kHz mono
-float32 audio and RGB frames stamped with media time, and knows nothing about windows or Redis.
+The sink (`MediaSink`, in stream/sink.py) is the contract with ingest: stream/ turns WebRTC media
+into 16 kHz mono float32 audio and RGB frames stamped with media time, and knows nothing about
+windows or Redis.
 
 Media time is seconds since the session started, on `time.monotonic()`, taken when a frame
 ARRIVES: aiortc's RTP timestamps restart at 0 per track and cannot be compared across tracks.
@@ -20,38 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-import aioice.ice
 import av
 import numpy as np
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from prometheus_client import Counter
 
 from stream.audio import AudioConverter
 from stream.errors import BadOfferError
+from stream.sink import CloseReason, MediaSink, SessionInfo
 
-__all__ = [
-    "MediaSink",
-    "is_loopback_host",
-    "PeerSession",
-    "SessionInfo",
-    "SessionStats",
-    "ice_configuration",
-    "use_loopback_candidates",
-]
+__all__ = ["MAX_FRAME_SIDE", "PeerSession", "SessionStats"]
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +60,6 @@ SESSIONS_CLOSED = Counter(
 )
 
 
-class MediaSink(Protocol):
-    """Where one session's media goes (implemented by ingest). Called on the event loop."""
-
-    def on_audio(self, samples: np.ndarray, media_time_end: float) -> None:
-        """(N,) float32 16 kHz mono samples whose last sample arrived at `media_time_end`."""
-
-    def wants_frame(self, media_time: float) -> bool:
-        """Whether to convert and deliver the video frame that arrived at `media_time`."""
-
-    def on_frame(self, rgb: np.ndarray, media_time: float) -> None:
-        """(H, W, 3) uint8 RGB frame that arrived at `media_time`."""
-
-    def on_close(self) -> None:
-        """The session ended; called exactly once, after the last on_audio/on_frame."""
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    started_wall: float
-    """Unix time when the session was created."""
-    started_monotonic: float
-    """time.monotonic() at the same instant: media time 0."""
-    options: Mapping[str, Any] = field(default_factory=dict)
-    """Client options from the offer body, passed through untouched."""
-    connection_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    """New for every WebRTC connection, also when a client reconnects under the same session_id:
-    window numbers restart at 0 per connection, so windows and events are named by (session_id,
-    connection_id, seq)."""
-
-
 @dataclass
 class SessionStats:
     audio_frames: int = 0
@@ -117,45 +72,6 @@ class SessionStats:
     """Frames the sink did not want (latest-frame sampling)."""
     extra_tracks: int = 0
     """Tracks beyond the first audio and first video track, consumed and discarded."""
-
-
-def ice_configuration(urls: tuple[str, ...] | list[str]) -> RTCConfiguration:
-    """ICE servers from settings. Empty means none at all: aiortc's default would ask a public
-    STUN server, which stalls offline (aiortc #524)."""
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in urls])
-
-
-_original_get_host_addresses = aioice.ice.get_host_addresses
-
-
-def _get_host_addresses_with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    addresses = _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
-    if use_ipv4 and "127.0.0.1" not in addresses:
-        addresses.append("127.0.0.1")
-    return addresses
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1): whether peers on this
-    host need loopback ICE candidates, and whether a server bound there may skip auth."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def use_loopback_candidates() -> None:
-    """Make aioice offer 127.0.0.1 as a host candidate (process-wide, idempotent).
-
-    aioice deliberately leaves loopback out of its host candidates, so two peers on a machine
-    whose only interface is `lo` (a container, a private network namespace, a CI sandbox)
-    gather no usable candidate and never connect. There is no per-connection option, so we wrap
-    `aioice.ice.get_host_addresses`, which aioice looks up at gathering time. The real
-    interfaces are still offered; loopback is only added.
-    """
-    aioice.ice.get_host_addresses = _get_host_addresses_with_loopback
 
 
 class PeerSession:
@@ -173,7 +89,9 @@ class PeerSession:
         self.info = info
         self.sink = sink
         self.stats = SessionStats()
-        self.close_reason: str | None = None
+        self.close_reason: CloseReason | None = None
+        self._log_extra = {"session_id": info.session_id, "stage": "peer"}
+        """`extra=` of every log line about this session (for a JSON log's fields)."""
         self._pc = RTCPeerConnection(configuration)
         self._inactivity_timeout = inactivity_timeout
         # Never longer than the inactivity timeout: not connected means no media either.
@@ -219,7 +137,7 @@ class PeerSession:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    async def aclose(self, reason: str = "closed") -> None:
+    async def aclose(self, reason: CloseReason = "closed") -> None:
         """Close the peer, stop the readers, tell the sink. Safe to call more than once and from
         inside the session's own tasks. `reason` is a short code (a metric label)."""
         if self._closing:
@@ -229,7 +147,7 @@ class PeerSession:
         self._closing = True
         self.close_reason = reason
         SESSIONS_CLOSED.labels(reason).inc()
-        log.info("session %s closing: %s", self.session_id, reason)
+        log.info("session %s closing: %s", self.session_id, reason, extra=self._log_extra)
         try:
             await self._pc.close()
             # Frames still queued after the close are of no use: cancel rather than drain.
@@ -238,7 +156,9 @@ class PeerSession:
             try:
                 self.sink.on_close()
             except Exception:
-                log.exception("session %s: sink.on_close failed", self.session_id)
+                log.exception(
+                    "session %s: sink.on_close failed", self.session_id, extra=self._log_extra
+                )
             self._closed.set()
             if self._on_closed is not None:
                 self._on_closed(self)
@@ -259,6 +179,7 @@ class PeerSession:
                     "session %s: extra %s track discarded (further ones are only counted)",
                     self.session_id,
                     track.kind,
+                    extra=self._log_extra,
                 )
             self._spawn(self._read_discard(track), f"discard-{track.kind}", reader=True)
             return
@@ -268,11 +189,12 @@ class PeerSession:
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
-        log.debug("session %s: connection %s", self.session_id, state)
+        log.debug("session %s: connection %s", self.session_id, state, extra=self._log_extra)
         if state == "connected":
             self._connected = True
         if state in ("failed", "closed") and not self._closing:
-            self._spawn(self.aclose(f"connection_{state}"), "close")
+            reason: CloseReason = "connection_failed" if state == "failed" else "connection_closed"
+            self._spawn(self.aclose(reason), "close")
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         converter = AudioConverter()
@@ -327,7 +249,12 @@ class PeerSession:
         try:
             result = method(*args)
         except Exception:
-            log.exception("session %s: sink.%s failed", self.session_id, method.__name__)
+            log.exception(
+                "session %s: sink.%s failed",
+                self.session_id,
+                method.__name__,
+                extra=self._log_extra,
+            )
             self._spawn(self.aclose("sink_error"), "close")
             return None
         return True if result is None else result
@@ -343,13 +270,20 @@ class PeerSession:
             if not self._connected:
                 waited = time.monotonic() - self.info.started_monotonic
                 if waited >= self._connect_timeout:
-                    log.info("session %s: not connected after %.1f s", self.session_id, waited)
+                    log.info(
+                        "session %s: not connected after %.1f s",
+                        self.session_id,
+                        waited,
+                        extra=self._log_extra,
+                    )
                     self._spawn(self.aclose("connect_timeout"), "close")
                     return
                 continue
             idle = time.monotonic() - self._last_media
             if idle >= timeout:
-                log.info("session %s: no media for %.1f s", self.session_id, idle)
+                log.info(
+                    "session %s: no media for %.1f s", self.session_id, idle, extra=self._log_extra
+                )
                 self._spawn(self.aclose("inactivity"), "close")
                 return
 

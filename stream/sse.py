@@ -1,13 +1,16 @@
 """Server-sent events: relay an async source of JSON-able events to one HTTP client.
 
-Both the events endpoint (`/events`, stream/server.py) and the dashboard feed (stream/dashboard.py)
-relay a Redis subscription to a browser. A pump task fills a bounded queue, so a slow page never
-stalls the subscription behind it: when the queue is full the oldest queued event is dropped and
-counted. A comment line every `keepalive_s` keeps proxies from closing an idle stream.
+Both the events endpoint (`/events`, stream/app.py) and the dashboard feed (stream/dashboard.py)
+relay a Redis subscription to a browser, each through `serve_feed`. A pump task fills a bounded
+queue, so a slow page never stalls the subscription behind it: when the queue is full the oldest
+queued event is dropped and counted. A comment line every `keepalive_s` keeps proxies from
+closing an idle stream.
 
 Streams are capped per app (`StreamLimit`, from server.max_event_streams): beyond the cap a new
 stream is refused with 503 + Retry-After before anything is opened for it (review M3: streams
-were unbounded, each with Redis connections of its own, until the fds ran out).
+were unbounded, each with Redis connections of its own, until the fds ran out). The same
+`StreamLimit` tracks the streams open now, so that the app's shutdown cancels them
+(`add_stream_limit`): an open stream otherwise waits for its next event or keep-alive.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +32,9 @@ __all__ = [
     "KEEPALIVE_SECONDS",
     "STREAM_LIMIT",
     "StreamLimit",
+    "add_stream_limit",
     "relay",
+    "serve_feed",
     "sse_message",
 ]
 
@@ -46,11 +51,14 @@ STREAMS_REFUSED = Counter(
 
 
 class StreamLimit:
-    """At most `limit` event streams open at once (all SSE routes of one app together)."""
+    """At most `limit` event streams open at once (all SSE routes of one app together), and the
+    tasks serving the open ones (`relay` adds and removes them)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        """The request tasks of the open streams, cancelled on shutdown."""
 
     def refusal(self) -> web.Response | None:
         """The 503 to send when every stream slot is taken, else None."""
@@ -67,9 +75,53 @@ class StreamLimit:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
+    def cancel_all(self) -> None:
+        """Cancel every open stream (the app is shutting down)."""
+        for task in list(self.tasks):
+            task.cancel()
+
 
 STREAM_LIMIT = web.AppKey("merclip_stream_limit", StreamLimit)
 """app[STREAM_LIMIT]: the cap shared by /events/* and /dashboard/events of one app."""
+
+
+def add_stream_limit(app: web.Application, max_streams: int) -> StreamLimit:
+    """Give `app` a stream cap of `max_streams` (unless it has one: the first caller sets it) and
+    cancel its open streams on shutdown. Before the app starts; idempotent."""
+    if STREAM_LIMIT not in app:
+        app[STREAM_LIMIT] = StreamLimit(max_streams)
+    if _cancel_streams not in app.on_shutdown:
+        app.on_shutdown.append(_cancel_streams)
+    return app[STREAM_LIMIT]
+
+
+async def _cancel_streams(app: web.Application) -> None:
+    app[STREAM_LIMIT].cancel_all()
+
+
+async def serve_feed(
+    request: web.Request,
+    open_source: Callable[[], AsyncIterator[Mapping[str, Any]]],
+    *,
+    queue_size: int,
+    dropped_counter: Counter,
+    what: str,
+) -> web.StreamResponse:
+    """An SSE route's answer: 503 when the app's streams are all open (before `open_source` is
+    called, so nothing is opened for a refused stream), else `relay` of the source it opens,
+    counted and tracked by the app's StreamLimit (`add_stream_limit`)."""
+    limit = request.app[STREAM_LIMIT]
+    refused = limit.refusal()  # before the factory opens anything
+    if refused is not None:
+        return refused
+    return await relay(
+        request,
+        open_source(),
+        queue_size=queue_size,
+        dropped_counter=dropped_counter,
+        what=what,
+        limit=limit,
+    )
 
 
 async def relay(
@@ -84,7 +136,8 @@ async def relay(
 ) -> web.StreamResponse:
     """Stream `source` to the client until it ends or the client goes away; then close it.
     `what` names the feed in logs; `dropped_counter` counts events dropped for a slow client.
-    With `limit` full, the stream is refused (503) and `source` is closed unread."""
+    With `limit` full, the stream is refused (503) and `source` is closed unread; otherwise the
+    stream counts against `limit` and its task is tracked there (cancelled on shutdown)."""
     refused = limit.refusal() if limit is not None else None
     if refused is not None:
         aclose = getattr(source, "aclose", None)
@@ -92,8 +145,11 @@ async def relay(
             with contextlib.suppress(Exception):
                 await aclose()
         return refused
+    task = asyncio.current_task()
+    assert task is not None  # aiohttp runs each request handler in a task
     if limit is not None:
         limit.open += 1
+        limit.tasks.add(task)
     STREAMS_OPEN.inc()
     try:
         return await _relay(request, source, queue_size, dropped_counter, what, keepalive_s)
@@ -101,6 +157,7 @@ async def relay(
         STREAMS_OPEN.dec()
         if limit is not None:
             limit.open -= 1
+            limit.tasks.discard(task)
 
 
 async def _relay(

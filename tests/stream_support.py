@@ -19,8 +19,8 @@ import numpy as np
 from aiohttp.test_utils import TestServer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.peer import SessionInfo
-from stream.server import EventsFactory, create_app, runner_options
+from stream.app import EventsFactory, create_app, runner_options
+from stream.sink import SessionInfo
 from workers.app.settings import Settings, load_settings
 
 __all__ = [

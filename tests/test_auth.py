@@ -23,7 +23,8 @@ from stream_support import SineTrack, make_settings, running_server
 
 from merclip.errors import ConfigError
 from stream.auth import AuthError, auth_enabled, issue_token, verify_token
-from stream.file_client import OfferRejectedError, connect_peer
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
 from workers.app.settings import RedisSettings, Settings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis

@@ -15,7 +15,7 @@ from bus_helpers import make_event
 from media import face_y4m, read_wav_16k
 from stream_support import make_settings, running_server, wait_for
 
-from stream.server import REGISTRY
+from stream.app import REGISTRY
 from workers.schemas import Latency, Word
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -190,7 +190,7 @@ async def test_page_streams_camera_and_microphone_and_renders_events(
 async def test_page_reports_a_full_server(chromium_args: list[str]) -> None:
     from stream_support import SineTrack
 
-    from stream.file_client import connect_peer
+    from stream.clients.peer_client import connect_peer
 
     async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
         holder, _ = await connect_peer(url, [SineTrack(seconds=30)])

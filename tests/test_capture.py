@@ -1,4 +1,5 @@
-"""stream/capture.py: the capture tracks fed with arrays, the CLI without devices.
+"""stream/clients/ (tracks, devices, `merclip capture`): the capture tracks fed with arrays, the
+CLI without devices.
 
 No camera or microphone exists on these machines, so the sources here subclass the real device
 interfaces (FrameSource, QueuedAudioSource) and feed frames and blocks through the same track
@@ -22,16 +23,16 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 from media import face_frame, face_video
 
-from stream.capture import (
+from stream.clients.devices import OpenCVCamera
+from stream.clients.tracks import (
     AUDIO_RATE,
     BlockQueue,
     CameraTrack,
     FrameSource,
     MicrophoneTrack,
-    NoDeviceError,
-    OpenCVCamera,
     QueuedAudioSource,
 )
+from stream.errors import NoDeviceError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,9 @@ from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
 from service_support import tiny_settings
 from test_capture import ArrayFrames, FedAudio
 
-from stream.capture import CaptureError, capture, read_events
+from stream.clients.capture import capture
+from stream.clients.peer_client import read_events
+from stream.errors import CaptureError
 from workers.app.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

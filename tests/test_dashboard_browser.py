@@ -20,7 +20,7 @@ from bus_helpers import make_event, prefix_on
 from media import SPEECH_TEXT, face_video
 from service_support import tiny_settings
 
-from stream.file_client import stream_file
+from stream.clients.file import stream_file
 from workers.app.commands.dashboard import run_dashboard
 from workers.app.service import LiveService
 from workers.app.settings import Settings

@@ -17,8 +17,9 @@ from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_video
 from service_support import tiny_settings
 from stream_support import SineTrack
 
-from stream.file_client import connect_peer, stream_file
-from stream.server import REGISTRY
+from stream.app import REGISTRY
+from stream.clients.file import stream_file
+from stream.clients.peer_client import connect_peer
 from workers.app.service import LiveService
 from workers.bus import Bus
 from workers.schemas import EmotionEvent

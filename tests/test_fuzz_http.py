@@ -26,9 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stream_support import RecordingSink, SineTrack, make_settings
 
+from stream.app import create_app
 from stream.auth import issue_token
-from stream.peer import SessionInfo, ice_configuration, use_loopback_candidates
-from stream.server import create_app
+from stream.ice import ice_configuration, use_loopback_candidates
+from stream.sink import SessionInfo
 from workers.app.settings import RedisSettings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis

@@ -13,7 +13,7 @@ from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_frame, read_wav_16k, spee
 from service_support import tiny_settings
 
 from merclip.clip_backbone import ClipBackbone
-from stream.peer import SessionInfo
+from stream.sink import SessionInfo
 from workers.app.settings import Settings
 from workers.bus import Bus
 from workers.features.asr import Transcriber

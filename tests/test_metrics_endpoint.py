@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from service_support import tiny_settings
 
-from stream.file_client import stream_file
+from stream.clients.file import stream_file
 from workers.app.service import LiveService
 from workers.bus import Bus
 from workers.inference import run_inference

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from media import SPEECH_TEXT, face_video, speech_wav
 from service_support import tiny_settings
 
-from stream.file_client import stream_file
+from stream.clients.file import stream_file
 from workers.app.service import LiveService
 from workers.schemas import FeatureWindow, decode
 

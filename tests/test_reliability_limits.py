@@ -17,8 +17,9 @@ import pytest
 from bus_helpers import make_event, make_window, redis_clients
 from stream_support import SineTrack, wait_for
 
-from stream.file_client import OfferRejectedError, connect_peer
-from stream.server import REGISTRY
+from stream.app import REGISTRY
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
 from workers.app.service import LiveService
 from workers.app.settings import RedisSettings, Settings
 from workers.bus import Bus, BusError

@@ -17,8 +17,8 @@ import pytest
 from bus_helpers import make_event
 from media import SPEECH_TEXT, face_video
 
-from stream.file_client import stream_file
-from stream.server import REGISTRY
+from stream.app import REGISTRY
+from stream.clients.file import stream_file
 from workers.app.service import LiveService
 from workers.app.settings import RedisSettings, Settings
 from workers.bus import Backoff, Bus, BusError

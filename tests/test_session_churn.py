@@ -15,8 +15,8 @@ import pytest
 from service_support import tiny_settings
 from stream_support import PatternVideoTrack, SineTrack, wait_for
 
-from stream.file_client import connect_peer
-from stream.server import REGISTRY
+from stream.app import REGISTRY
+from stream.clients.peer_client import connect_peer
 from workers.app.service import LiveService
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -11,8 +11,9 @@ import pytest
 from media import face_video, read_wav_16k
 from stream_support import SineTrack, make_settings, running_server, wait_for
 
-from stream.file_client import connect_peer, stream_file
-from stream.server import REGISTRY
+from stream.app import REGISTRY
+from stream.clients.file import stream_file
+from stream.clients.peer_client import connect_peer
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 

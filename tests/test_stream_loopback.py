@@ -24,22 +24,22 @@ SCRIPT = textwrap.dedent(
     import asyncio, sys
     sys.path.insert(0, "tests")
     from stream_support import SineTrack, make_settings, running_server, wait_for
-    import stream.server
-    from stream.file_client import connect_peer
+    import stream.app
+    from stream.clients.peer_client import connect_peer
 
     LOOPBACK = sys.argv[1] == "on"
 
     async def main():
         # running_server always asks for loopback candidates; undo that for the "off" run.
-        original = stream.server.use_loopback_candidates
+        original = stream.app.use_loopback_candidates
         if not LOOPBACK:
-            stream.server.use_loopback_candidates = lambda: None
+            stream.app.use_loopback_candidates = lambda: None
         async with running_server(make_settings()) as (url, app, sinks):
             pc, sid = await connect_peer(url, [SineTrack(seconds=3)], loopback=LOOPBACK)
             ok = await wait_for(lambda: bool(sinks and sinks[0].audio), 4)
             print("CONNECTED" if ok else "NOT-CONNECTED", pc.connectionState)
             await pc.close()
-        stream.server.use_loopback_candidates = original
+        stream.app.use_loopback_candidates = original
 
     asyncio.run(main())
     """

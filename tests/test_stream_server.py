@@ -23,9 +23,10 @@ from stream_support import (
     wait_for,
 )
 
-from stream.file_client import OfferRejectedError, connect_peer
-from stream.peer import ice_configuration, use_loopback_candidates
-from stream.server import REGISTRY, create_app
+from stream.app import REGISTRY, create_app
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
+from stream.ice import ice_configuration, use_loopback_candidates
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -605,3 +606,51 @@ async def test_app_shutdown_closes_every_peer() -> None:
     assert app[REGISTRY].count == 0
     for pc in peers:
         await pc.close()
+
+
+async def test_the_page_and_the_dashboard_share_one_base_stylesheet() -> None:
+    """Review D3: the colours and base rules are written once, in static/base.css, which both
+    pages link before their own sheet and both static routes serve."""
+    from stream.dashboard import add_dashboard
+
+    async def no_events() -> AsyncIterator[dict]:
+        await asyncio.Event().wait()
+        yield {}
+
+    async def overview() -> dict:
+        return {}
+
+    app = create_app(make_settings(), RecordingSink, loopback=True)
+    add_dashboard(app, no_events, overview)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for page, prefix, own in (
+                ("/", "/static/", "style.css"),
+                ("/dashboard", "/dashboard/static/", "dashboard.css"),
+            ):
+                async with http.get(base + page) as r:
+                    html = await r.text()
+                shared, sheet = f'href="{prefix}base.css"', f'href="{prefix}{own}"'
+                assert shared in html and html.index(shared) < html.index(sheet), page
+                async with http.get(f"{base}{prefix}base.css") as r:
+                    assert r.status == 200 and "text/css" in r.headers["Content-Type"], prefix
+                    assert "--bg:" in await r.text()
+    finally:
+        await server.close()
+
+
+async def test_peer_log_lines_name_their_session_in_extra(caplog: pytest.LogCaptureFixture) -> None:
+    """Review 2.6: a session's log lines carry `session_id` and `stage` as record attributes (for
+    a JSON log to filter on), and keep their text."""
+    async with running_server(make_settings()) as (url, app, sinks):
+        with caplog.at_level(logging.INFO, logger="stream.peer"):
+            pc, sid = await connect_peer(url, [SineTrack(seconds=1)], session_id="logged")
+            assert await wait_for(lambda: bool(sinks and sinks[0].audio), 5)
+            await pc.close()
+            assert await wait_for(lambda: app[REGISTRY].count == 0, 10)
+    (closing,) = [r for r in caplog.records if "closing" in r.getMessage()]
+    assert closing.getMessage().startswith("session logged closing: ")
+    assert closing.__dict__["session_id"] == "logged" and closing.__dict__["stage"] == "peer"

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.peer import MediaSink, SessionInfo
+from stream.sink import MediaSink, SessionInfo
 from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.frame_batcher import FrameBatcher

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import torch
 from aiohttp import web
 
+from stream.app import REGISTRY, create_app, runner_options
 from stream.dashboard import DASHBOARD_REPLAY, add_dashboard
-from stream.server import REGISTRY, create_app, runner_options
 from workers import metrics
 from workers.app.settings import Settings
 from workers.app.web import shown_url, start_site

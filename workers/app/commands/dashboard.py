@@ -19,8 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from merclip.errors import ConfigError
+from stream.app import runner_options
+from stream.auth import access_middlewares
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
-from stream.server import access_middlewares, runner_options
 from workers.app.settings import Settings
 from workers.app.signals import stop_on_signals
 from workers.app.web import shown_url, start_site

@@ -89,7 +89,7 @@ async def test_sessions_survive_a_redis_restart(
                 assert peer is not None
                 before = await _event_seqs(url, settings, session)
 
-                await first.astop()  # Redis goes away mid-stream
+                await first.aclose()  # Redis goes away mid-stream
                 # Windows keep being cut and extracted; what cannot be sent is held, bounded.
                 held_max = 0
                 deadline = asyncio.get_running_loop().time() + 30
@@ -125,9 +125,9 @@ async def test_sessions_survive_a_redis_restart(
         back = [m for m in bus_warnings if "answers again" in m]
         assert len(down) == 1 and len(back) == 1, bus_warnings
     finally:
-        await first.astop()
+        await first.aclose()
         if second is not None:
-            await second.astop()
+            await second.aclose()
 
 
 async def _has_events(url: str, settings: Settings, session: str) -> bool:
@@ -144,7 +144,7 @@ async def test_a_subscription_is_only_up_once_the_server_confirms_it() -> None:
     try:
         async with Bus.connect(url, RedisSettings()) as bus:
             await asyncio.gather(*(bus.ping() for _ in range(4)))  # several pooled connections
-            await first.astop()
+            await first.aclose()
             with pytest.raises(BusError):  # was: subscribed, "Redis answers"
                 async with bus.event_feed(None):
                     pass
@@ -163,6 +163,6 @@ async def test_a_subscription_is_only_up_once_the_server_confirms_it() -> None:
             assert (event.session_id, event.seq) == ("stale", 0)
             assert bus.available and bus.outages == 1
     finally:
-        await first.astop()
+        await first.aclose()
         if second is not None:
-            await second.astop()
+            await second.aclose()

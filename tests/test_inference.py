@@ -18,7 +18,6 @@ from merclip.errors import SchemaError
 from merclip.predictor import Predictor
 from merclip.settings import Settings
 from workers.bus import Bus
-from workers.features.extractor import window_to_sample
 from workers.inference import InferenceWorker
 from workers.schemas import MAX_WINDOW_BYTES, encode, event_id_for
 
@@ -68,7 +67,7 @@ async def test_one_batch_one_event_per_window(redis_url: str, prefix: str, predi
         assert worker.batches == 1 and worker.last_batch_size == 6 and worker.processed == 6
         assert await bus.pending_count(worker.group) == 0
         events = {s: await bus.events(s, 10) for s in ("a", "b")}
-    expected = predictor.predict([window_to_sample(fw) for fw in windows])
+    expected = predictor.predict([fw.to_sample() for fw in windows])
     for fw, pred in zip(windows, expected, strict=True):
         ev = events[fw.session_id][fw.seq]
         assert ev.seq == fw.seq and ev.transcript == fw.transcript

@@ -102,9 +102,6 @@ class InferenceWorker:
         *,
         consumer: str | None = None,
     ) -> None:
-        from workers.features.extractor import window_to_sample
-
-        self._to_sample = window_to_sample
         self.settings = settings
         self.cfg = settings.inference
         self.bus = bus
@@ -259,7 +256,7 @@ class InferenceWorker:
             if problem:
                 await self._dead(d, problem, ack)
             else:
-                return _Ready(d, fw, self._to_sample(fw), read_wall)
+                return _Ready(d, fw, fw.to_sample(), read_wall)
         return None
 
     def _max_rows(self) -> dict[str, int]:
@@ -298,7 +295,7 @@ class InferenceWorker:
                 f"{self.predictor.clip_model!r}: ingest and inference need the same clip.model"
             )
         try:
-            self.predictor.check([self._to_sample(fw)])
+            self.predictor.check([fw.to_sample()])
         except ValueError as exc:
             return f"bad features: {exc}"
         return ""

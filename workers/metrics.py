@@ -41,6 +41,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from workers.schemas import EXTRACTION_STAGES
+
 if TYPE_CHECKING:
     from workers.ingest import IngestCounters
     from workers.schemas import EmotionEvent
@@ -74,7 +76,6 @@ log = logging.getLogger(__name__)
 
 # Latencies in a live service run from a few ms (one stage) to the 10 s inference deadline.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-EXTRACTION_STAGES = ("asr", "faces", "face_encoder", "text_encoder", "audio")
 
 STAGE_SECONDS = Histogram(
     "merclip_stage_seconds",

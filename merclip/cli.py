@@ -24,7 +24,7 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("workers.serve", "run every role of one machine (embedded Redis by default)"),
     "ingest": ("workers.ingest_command", "WebRTC server + feature extraction only"),
-    "infer": ("workers.inference", "MER-CLIP inference worker (consumer group)"),
+    "infer": ("workers.infer_command", "MER-CLIP inference worker (consumer group)"),
     "subscribe": ("workers.subscribe_command", "print events as JSON lines"),
     "stream-file": ("stream.file_client", "stream a media file to a server over WebRTC"),
     "dashboard": ("workers.dashboard_command", "serve the monitoring dashboard for a shared Redis"),

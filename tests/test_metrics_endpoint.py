@@ -19,7 +19,7 @@ from service_support import tiny_settings
 
 from stream.file_client import stream_file
 from workers.bus import Bus
-from workers.inference import run_inference
+from workers.infer_command import run_inference
 from workers.redis_server import EmbeddedRedis
 from workers.service import LiveService
 

@@ -44,7 +44,6 @@ import contextlib
 import heapq
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ from workers.schemas import (
     encode,
 )
 
-__all__ = ["Backoff", "Bus", "BusError", "Delivery", "Keys", "retryable"]
+__all__ = ["Bus", "BusError", "Delivery", "Keys", "retryable"]
 
 log = logging.getLogger(__name__)
 
@@ -102,27 +101,6 @@ class BusError(MerClipError):
 def retryable(exc: BaseException) -> bool:
     """Whether the failed call should be retried later: the error says so (`retryable`)."""
     return getattr(exc, "retryable", False) is True
-
-
-class Backoff:
-    """Exponential backoff for retry loops: initial, 2x initial, ... capped at `maximum`, with
-    +-25 % jitter so that many clients do not reconnect in lockstep. `reset()` after a success."""
-
-    def __init__(self, initial: float = 0.1, maximum: float = 5.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempts = 0
-
-    def next(self) -> float:
-        delay = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 30))
-        self.attempts += 1
-        return delay * random.uniform(0.75, 1.25)
-
-    def reset(self) -> None:
-        self.attempts = 0
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.next())
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav  # noqa: E40
 from merclip.clip_backbone import load_clip  # noqa: E402
 from workers.app.settings import Settings  # noqa: E402
 from workers.features.asr import Transcriber, resolve_model  # noqa: E402
-from workers.features.extractor import STAGES, WindowExtractor  # noqa: E402
+from workers.features.extractor import WindowExtractor  # noqa: E402
+from workers.schemas import EXTRACTION_STAGES as STAGES  # noqa: E402
 from workers.windowing import RawWindow, SessionWindower  # noqa: E402
 
 

@@ -70,7 +70,7 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
         after = await settle()
         measured = started - first
         assert svc.worker is not None
-        windows = svc.worker.processed
+        windows = svc.worker.counters.processed
 
     diffs = after.compare_to(before, "traceback")
     growth = sum(d.size_diff for d in diffs)

@@ -31,13 +31,12 @@ offers same-origin.
 
 Minting a token (prints it):
 
-    python -m stream.auth issue --session abc --role viewer [--ttl 600] [--config config.toml]
-    python -m stream.auth verify <token>
+    merclip token issue --session abc --role viewer [--ttl 600] [--config config.toml]
+    merclip token verify <token>
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
@@ -45,7 +44,6 @@ import hmac
 import json
 import logging
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -330,37 +328,3 @@ def _auth_error(status: int, code: str, detail: str) -> web.Response:
     response = error_response(status, code, detail)
     response.headers["WWW-Authenticate"] = 'Bearer realm="merclip"'
     return response
-
-
-def _main(argv: list[str] | None = None) -> int:
-    from workers.app.settings import load_settings
-
-    parser = argparse.ArgumentParser(
-        prog="python -m stream.auth", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--config", default=None, help="config.toml (secret and default TTL)")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("issue", help="print a new token")
-    p.add_argument("--session", required=True, help="session id ('*' with --role monitor)")
-    p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--ttl", type=float, default=None, help="seconds (default auth.token_ttl_s)")
-    v = sub.add_parser("verify", help="check a token and print its claims")
-    v.add_argument("token")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-        secret = settings.auth.secret
-        if args.cmd == "issue":
-            ttl = args.ttl if args.ttl is not None else settings.auth.token_ttl_s
-            print(issue_token(secret, args.session, args.role, ttl))
-        else:
-            c = verify_token(secret, args.token)
-            print(json.dumps({"session": c.session, "role": c.role, "expires": c.expires}))
-    except (MerClipError, ValueError) as exc:
-        print(f"stream.auth: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

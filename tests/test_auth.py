@@ -97,7 +97,8 @@ async def test_auth_on_without_a_secret_refuses_to_start() -> None:
 
 def test_tokens_can_be_minted_from_the_command_line(tmp_path: Path) -> None:
     env = {**os.environ, "MERCLIP_AUTH_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "stream.auth", "issue", "--session", "s9", "--role", "publisher"]
+    merclip = [sys.executable, "-m", "workers.app"]
+    cmd = [*merclip, "token", "issue", "--session", "s9", "--role", "publisher"]
     out = subprocess.run(
         cmd + ["--ttl", "120"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
@@ -105,7 +106,7 @@ def test_tokens_can_be_minted_from_the_command_line(tmp_path: Path) -> None:
     claims = verify_token(SECRET, out.stdout.strip())
     assert claims.session == "s9" and claims.role == "publisher"
     check = subprocess.run(
-        [sys.executable, "-m", "stream.auth", "verify", out.stdout.strip()],
+        [*merclip, "token", "verify", out.stdout.strip()],
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert check.returncode == 0 and json.loads(check.stdout)["session"] == "s9"

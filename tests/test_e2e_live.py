@@ -200,7 +200,7 @@ async def test_a_reconnect_under_the_same_session_id_gets_its_own_events(
     assert len(stored) == len(first) + len(second)
     assert [ev.seq for ev in second] == list(range(len(second)))  # its own seq, from 0
     assert {ev.event_id for ev in first}.isdisjoint(ev.event_id for ev in second)
-    assert service.worker.duplicates == 0
+    assert service.worker.counters.duplicates == 0
     # Smoothing restarted: the first window of the new connection (silence) is its own
     # average, not a blend with the old connection's (a face and words: other probabilities).
     assert second[0].emotion_probs != first[-1].emotion_probs

@@ -12,7 +12,8 @@ from merclip.batch import collate
 from merclip.clip_backbone import ClipBackbone
 from workers.app.settings import Settings
 from workers.features.asr import Transcriber
-from workers.features.extractor import STAGES, WindowExtractor, select_frames, window_to_sample
+from workers.features.extractor import WindowExtractor, select_frames
+from workers.schemas import EXTRACTION_STAGES as STAGES
 from workers.schemas import FeatureWindow, decode, encode
 from workers.windowing import RawWindow, SessionWindower
 
@@ -70,7 +71,7 @@ def test_speech_and_face_window(extractor: WindowExtractor, speech_path: Path) -
     assert " ".join(w.text for w in fw.words) == fw.transcript and back.words == fw.words
     assert all(0.0 <= w.media_start <= w.media_end <= 4.0 for w in fw.words)
 
-    sample = window_to_sample(back)
+    sample = back.to_sample()
     assert sample.id == "sess-1:0"
     assert sample.language is not None and sample.language.dtype == np.float32
     batch = collate([sample], {"language": 64, "visual": 64, "audio": 64})
@@ -84,7 +85,7 @@ def test_silent_window_without_face(extractor: WindowExtractor) -> None:
     assert fw.transcript == "" and fw.language is None and not fw.speech_present
     assert fw.visual is None and not fw.face_present
     assert fw.audio is None
-    sample = window_to_sample(decode(encode(fw)))  # type: ignore[arg-type]
+    sample = decode(encode(fw)).to_sample()  # type: ignore[union-attr]
     assert sample.language is None and sample.visual is None and sample.audio is None
     batch = collate([sample], {"language": 64, "visual": 64, "audio": 64})
     assert batch.present().tolist() == [[False, False, False]]

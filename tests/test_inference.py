@@ -18,9 +18,8 @@ from merclip.errors import SchemaError
 from merclip.predictor import Predictor
 from workers.app.settings import Settings
 from workers.bus import Bus
-from workers.features.extractor import window_to_sample
 from workers.inference import InferenceWorker
-from workers.schemas import MAX_WINDOW_BYTES, encode, event_id_for
+from workers.schemas import MAX_WINDOW_BYTES, FeatureWindow, encode, event_id_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,10 +64,14 @@ async def test_one_batch_one_event_per_window(redis_url: str, prefix: str, predi
         for fw in windows:
             await bus.add_window(fw)
         assert await worker.step() == 6
-        assert worker.batches == 1 and worker.last_batch_size == 6 and worker.processed == 6
+        assert (
+            worker.counters.batches == 1
+            and worker.counters.last_batch_size == 6
+            and worker.counters.processed == 6
+        )
         assert await bus.pending_count(worker.group) == 0
         events = {s: await bus.events(s, 10) for s in ("a", "b")}
-    expected = predictor.predict([window_to_sample(fw) for fw in windows])
+    expected = predictor.predict([fw.to_sample() for fw in windows])
     for fw, pred in zip(windows, expected, strict=True):
         ev = events[fw.session_id][fw.seq]
         assert ev.seq == fw.seq and ev.transcript == fw.transcript
@@ -111,7 +114,7 @@ async def test_crash_between_write_and_ack_gives_no_second_event(
         await doomed_bus.ensure_group(doomed.group)
         await doomed_bus.add_window(make_window("s", 5))
         step = asyncio.create_task(doomed.step())
-        await until(lambda: doomed.processed == 1)
+        await until(lambda: doomed.counters.processed == 1)
         step.cancel()  # killed between write and ack
         with pytest.raises(asyncio.CancelledError):
             await step
@@ -119,8 +122,8 @@ async def test_crash_between_write_and_ack_gives_no_second_event(
         [first] = await doomed_bus.events("s", 10)
     async with Bus.connect(redis_url, settings.redis) as bus:
         async with InferenceWorker(settings, bus, predictor, consumer="heir") as heir:
-            await until(lambda: heir.processed == 1)
-        assert heir.claimed == 1 and heir.duplicates == 1
+            await until(lambda: heir.counters.processed == 1)
+        assert heir.counters.claimed == 1 and heir.counters.duplicates == 1
         assert await bus.pending_count(heir.group) == 0
         stored = await bus.events("s", 10)
     assert [e.event_id for e in stored] == [first.event_id]
@@ -139,8 +142,8 @@ async def test_bad_windows_are_dead_lettered_and_the_rest_go_on(
         await bus.add_window(make_window("s", 2, clip_model="ViT-B-32"))
         await bus.add_window(make_window("s", 3))
         async with worker:
-            await until(lambda: worker.processed + worker.dead_lettered == 5)
-        assert worker.processed == 2 and worker.dead_lettered == 3
+            await until(lambda: worker.counters.processed + worker.counters.dead_lettered == 5)
+        assert worker.counters.processed == 2 and worker.counters.dead_lettered == 3
         assert [e.seq for e in await bus.events("s", 10)] == [0, 3]
         reasons = [str(d["reason"]) for d in await bus.dead_letters()]
         assert "undecodable" in reasons[0]
@@ -165,7 +168,7 @@ async def test_a_window_that_keeps_killing_workers_is_dead_lettered(
         assert d.deliveries == 3
         await asyncio.sleep(0.08)
         await worker.step()
-        assert worker.dead_lettered == 1 and worker.processed == 0
+        assert worker.counters.dead_lettered == 1 and worker.counters.processed == 0
         [dead] = await bus.dead_letters()
         assert dead["deliveries"] == "4" and "max_deliveries 3" in str(dead["reason"])
         assert await bus.pending_count(worker.group) == 0
@@ -183,8 +186,8 @@ async def test_windows_left_by_a_dead_consumer_are_claimed(
         taken = await bus.read_windows(settings.inference.consumer_group, "crashed", 10, 100)
         assert len(taken) == 3
         async with InferenceWorker(settings, bus, predictor, consumer="live") as worker:
-            await until(lambda: worker.processed == 3)
-        assert worker.claimed == 3
+            await until(lambda: worker.counters.processed == 3)
+        assert worker.counters.claimed == 3
         assert [e.seq for e in await bus.events("s", 10)] == [0, 1, 2]
         assert await bus.pending_count(settings.inference.consumer_group) == 0
 
@@ -199,7 +202,7 @@ async def test_windows_past_the_deadline_are_skipped_and_counted(
         await bus.add_window(make_window("s", 0, age_s=30.0))
         await bus.add_window(make_window("s", 1, age_s=0.5))
         await worker.step()
-        assert worker.skipped == 1 and worker.processed == 1
+        assert worker.counters.skipped == 1 and worker.counters.processed == 1
         assert [e.seq for e in await bus.events("s", 10)] == [1]
         assert await bus.pending_count(worker.group) == 0
 
@@ -214,9 +217,9 @@ async def test_two_workers_share_the_stream(redis_url: str, prefix: str, predict
             InferenceWorker(settings, bus, predictor, consumer="w1") as w1,
             InferenceWorker(settings, bus, predictor, consumer="w2") as w2,
         ):
-            await until(lambda: w1.processed + w2.processed == 12)
-        assert w1.processed > 0 and w2.processed > 0
-        assert w1.duplicates == w2.duplicates == 0
+            await until(lambda: w1.counters.processed + w2.counters.processed == 12)
+        assert w1.counters.processed > 0 and w2.counters.processed > 0
+        assert w1.counters.duplicates == w2.counters.duplicates == 0
         for s in ("s0", "s1", "s2"):
             assert sorted(e.seq for e in await bus.events(s, 10)) == [0, 1, 2, 3]
 
@@ -285,7 +288,12 @@ def _encoded_with(fw, **fields: object) -> bytes:  # type: ignore[no-untyped-def
 
 async def _run_until_done(worker: InferenceWorker, n: int) -> None:
     async with worker:
-        await until(lambda: worker.processed + worker.dead_lettered + worker.skipped >= n)
+        await until(
+            lambda: (
+                worker.counters.processed + worker.counters.dead_lettered + worker.counters.skipped
+                >= n
+            )
+        )
 
 
 async def test_a_window_with_a_wrong_typed_field_is_dead_lettered_alone(
@@ -306,7 +314,35 @@ async def test_a_window_with_a_wrong_typed_field_is_dead_lettered_alone(
         assert sorted(e.seq for e in await bus.events("p", 10)) == list(range(6))
         [dead] = await bus.dead_letters()
         assert "wall_end" in str(dead["reason"]) and dead["deliveries"] == "1"
-        assert worker.processed == 6 and worker.dead_lettered == 1 and worker.skipped == 0
+        assert (
+            worker.counters.processed == 6
+            and worker.counters.dead_lettered == 1
+            and worker.counters.skipped == 0
+        )
+        assert await bus.pending_count(worker.group) == 0
+
+
+async def test_a_window_of_nothing_but_wrong_types_is_dead_lettered_at_delivery(
+    redis_url: str, prefix: str, predictor
+) -> None:
+    # Structure review 2.4: a foreign FeatureWindow whose every field is the string "oops" must
+    # fail decoding when it is delivered (SchemaError, then a dead letter on its first delivery),
+    # not raise inside the batch it was read with and take its batch-mates down with it.
+    settings = tiny_settings(prefix)
+    oops = {f.name: "oops" for f in dataclasses.fields(FeatureWindow)}
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        await bus.add_window(make_window("oops-mates", 0))
+        await bus.add_raw_window({"m": _encoded_with(make_window("x", 0), **oops)})
+        await bus.add_window(make_window("oops-mates", 1))
+        await bus.add_window(make_window("oops-mates", 2))
+        assert await worker.step() == 4  # one batch, read and handled together
+        assert [e.seq for e in await bus.events("oops-mates", 10)] == [0, 1, 2]
+        [dead] = await bus.dead_letters()
+        assert str(dead["reason"]).startswith("undecodable: ") and "must be" in str(dead["reason"])
+        assert dead["deliveries"] == "1"
+        assert worker.counters.processed == 3 and worker.counters.dead_lettered == 1
         assert await bus.pending_count(worker.group) == 0
 
 
@@ -326,7 +362,7 @@ async def test_a_session_id_with_braces_is_dead_lettered_not_retried(
         assert [e.seq for e in await bus.events("goodC", 10)] == [0, 1, 2, 3]
         [dead] = await bus.dead_letters()
         assert "session id" in str(dead["reason"])
-        assert worker.redis_errors == 0 and worker.skipped == 0
+        assert worker.counters.redis_errors == 0 and worker.counters.skipped == 0
 
 
 async def test_nan_features_are_dead_lettered_and_never_blank_the_session(

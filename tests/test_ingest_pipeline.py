@@ -316,7 +316,7 @@ async def test_each_spoken_word_is_in_the_session_transcript_once_in_order(
             sink.on_close()
             await sink.wait_done()
         deadline = time.monotonic() + 60
-        while worker.processed < len(windows) and time.monotonic() < deadline:
+        while worker.counters.processed < len(windows) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     events: list[EmotionEvent] = await bus.events(session, 100)
 

@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from service_support import tiny_settings
 
 from stream.clients.file import stream_file
+from workers.app.commands.infer import run_inference
 from workers.app.service import LiveService
 from workers.bus import Bus
-from workers.inference import run_inference
 from workers.redis_server import EmbeddedRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

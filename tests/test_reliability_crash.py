@@ -146,7 +146,7 @@ async def _crash_scenario(url: str, prefix: str) -> None:
                     )
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(2 * CLAIM_IDLE_MS / 1000)  # any late duplicate shows up
-            assert heir.claimed >= held, (heir.claimed, held)
+            assert heir.counters.claimed >= held, (heir.counters.claimed, held)
             assert await bus.pending_count(group) == 0
             stored = await bus.events(SESSION, 10 * total)
     finally:

@@ -28,7 +28,7 @@ async def _one_session(svc: LiveService, sid: str) -> list[weakref.ref[object]]:
     assert svc.app is not None and svc.pipeline is not None
     registry = svc.app[REGISTRY]
     assert svc.worker is not None
-    processed = svc.worker.processed
+    processed = svc.worker.counters.processed
     tracks = [SineTrack(seconds=4.0), PatternVideoTrack(fps=10, seconds=4.0)]
     pc, _ = await connect_peer(svc.url, tracks, session_id=sid)
     try:
@@ -43,7 +43,7 @@ async def _one_session(svc: LiveService, sid: str) -> list[weakref.ref[object]]:
         del peer
         assert await wait_for(lambda: all(t.readyState == "ended" for t in tracks), 15)
         # Inferred windows prove the session went all the way through before it ended.
-        assert await wait_for(lambda: svc.worker.processed > processed, 60)  # type: ignore[union-attr]
+        assert await wait_for(lambda: svc.worker.counters.processed > processed, 60)  # type: ignore[union-attr]
     finally:
         await pc.close()
     assert await wait_for(lambda: registry.get(sid) is None, 30), "session still registered"
@@ -59,12 +59,12 @@ async def test_sessions_that_end_leave_nothing_behind() -> None:
         await asyncio.sleep(1.0)
         tasks_before = len(asyncio.all_tasks())
         threads_before = {t.ident for t in threading.enumerate()}
-        processed_before = svc.worker.processed
+        processed_before = svc.worker.counters.processed
 
         refs = []
         for i in range(4):
             refs += await _one_session(svc, f"churn-{i}")
-        assert svc.worker.processed > processed_before
+        assert svc.worker.counters.processed > processed_before
 
         async def settled() -> bool:
             gc.collect()

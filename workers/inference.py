@@ -1,4 +1,5 @@
-"""The inference worker (`merclip infer`): FeatureWindows from Redis in, EmotionEvents out.
+"""The inference worker: FeatureWindows from Redis in, EmotionEvents out (`merclip infer` runs one:
+workers/app/commands/infer.py).
 
 One `InferenceWorker` is one consumer in the group `inference.consumer_group` on the windows
 stream; workers on other machines join the same group to add throughput. Each cycle it:
@@ -15,38 +16,36 @@ stream; workers on other machines join the same group to add throughput. Each cy
    the event loop); if the batch fails, each window is retried alone so one bad window cannot
    sink the others; a window that still fails stays pending for a later retry, or is dead-lettered
    once it has had max_deliveries attempts;
-5. builds one EmotionEvent per window, writes it (idempotent: the event id is deterministic, a
-   redelivered window adds no second event), and only then acks the window.
+5. builds one EmotionEvent per window (the session's moving average and the event itself:
+   workers/events.py), writes it (idempotent: the event id is deterministic, a redelivered window
+   adds no second event), and only then acks the window.
 
-Smoothing: `emotion_smoothed` / `sentiment_smoothed` are an exponential moving average per
-session (weight `smoothing_alpha` on the new window), kept in this worker's memory. With several
-workers each sees only some of a session's windows, so smoothing is per worker; the raw
-probabilities are always exact.
+Redis outages (errors whose `retryable` is true) end the cycle; the worker retries it with
+redis-py's `EqualJitterBackoff`, driven by its count of failed cycles in a row.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
-import signal
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from redis.backoff import EqualJitterBackoff
 
-from merclip.errors import ConfigError
 from workers import metrics
-from workers.bus import Backoff, Bus, BusError, Delivery
-from workers.schemas import EmotionEvent, FeatureWindow, Latency, event_id_for
+from workers.bus import Bus, Delivery, retryable
+from workers.events import Smoother, Timings, build_event
+from workers.schemas import FeatureWindow
 from workers.settings import WorkerSettings
 
 if TYPE_CHECKING:  # torch, open_clip, faster-whisper: imported when a worker is built, so
@@ -54,26 +53,43 @@ if TYPE_CHECKING:  # torch, open_clip, faster-whisper: imported when a worker is
     from merclip.batch import Sample
     from merclip.predictor import Prediction, Predictor
 
-__all__ = ["InferenceWorker", "add_arguments", "run", "run_inference"]
+__all__ = ["InferenceCounters", "InferenceWorker"]
 
 log = logging.getLogger(__name__)
 
-_MAX_SMOOTHING_SESSIONS = 10_000
 MAX_LANGUAGE_ROWS = 512
 MAX_VISUAL_ROWS = 64
 MAX_AUDIO_ROWS = 1200
 """Row limits of a window's features (see InferenceWorker._max_rows), generous on purpose."""
 _ERROR_BACKOFF_S = 1.0
+_RECONNECT_BASE_S = 0.1
 _MAX_RECONNECT_DELAY_S = 2.0
+_MAX_DOUBLINGS = 30  # 2**n of a long outage's failure count would overflow a float
 
 
 @dataclass
-class _Smoothed:
-    seq: int
-    emotion: np.ndarray
-    sentiment: np.ndarray
-    connection_id: str = ""
-    wall_start: float = 0.0
+class InferenceCounters:
+    """One worker's counters (exported as metrics, summed over the process's workers at scrape
+    time: workers/metrics.py)."""
+
+    processed: int = 0
+    """Events written, or found already written."""
+    duplicates: int = 0
+    """Of those, already written by an earlier delivery."""
+    skipped: int = 0
+    """Past the deadline (acked unprocessed)."""
+    dead_lettered: int = 0
+    failed: int = 0
+    """Attempts that raised; the window is retried."""
+    claimed: int = 0
+    """Taken over from other consumers."""
+    batches: int = 0
+    """Predictor calls on a batch."""
+    redis_errors: int = 0
+    """Cycles that failed because Redis was unreachable; retried with backoff."""
+    last_batch_size: int = 0
+    last_inference_ms: float = 0.0
+    """Of the latest batch, rounded to microseconds."""
 
 
 @dataclass
@@ -87,11 +103,7 @@ class _Ready:
 class InferenceWorker:
     """A consumer of the windows stream that writes one event per window.
 
-    Counters (plain attributes): processed (events written or found already written),
-    duplicates (of those, already written by an earlier delivery), skipped (past the deadline),
-    dead_lettered, failed (attempts that raised; the window is retried), claimed (taken over
-    from other consumers), batches (predictor calls on a batch), redis_errors (cycles that
-    failed because Redis was unreachable; retried with backoff).
+    Counters: `counters` (InferenceCounters), also exported as Prometheus metrics.
     """
 
     def __init__(
@@ -102,26 +114,17 @@ class InferenceWorker:
         *,
         consumer: str | None = None,
     ) -> None:
-        from workers.features.extractor import window_to_sample
-
-        self._to_sample = window_to_sample
         self.settings = settings
         self.cfg = settings.inference
         self.bus = bus
         self.predictor = predictor
         self.group = self.cfg.consumer_group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.processed = 0
-        self.duplicates = 0
-        self.skipped = 0
-        self.dead_lettered = 0
-        self.failed = 0
-        self.claimed = 0
-        self.batches = 0
-        self.redis_errors = 0
-        self.last_batch_size = 0
-        self.last_inference_ms = 0.0
-        self._smooth: OrderedDict[str, _Smoothed] = OrderedDict()
+        self.counters = InferenceCounters()
+        metrics.track_inference(self.counters)
+        self.smoother = Smoother(self.cfg.smoothing_alpha)
+        self.log_extra = {"consumer": self.consumer, "stage": "infer"}
+        """`extra=` of this worker's log records (also for its command's)."""
         self._claim_interval_s = max(0.05, self.cfg.claim_idle_ms / 2000.0)
         self._next_claim = 0.0
         # One thread: forward passes run one at a time, off the loop, in arrival order.
@@ -143,6 +146,7 @@ class InferenceWorker:
             self.group,
             self.bus.keys.windows,
             self.cfg.batch_size,
+            extra=self.log_extra,
         )
 
     async def aclose(self, drain_timeout: float = 5.0) -> None:
@@ -170,22 +174,31 @@ class InferenceWorker:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=0.1, maximum=_MAX_RECONNECT_DELAY_S)
+        backoff = EqualJitterBackoff(cap=_MAX_RECONNECT_DELAY_S, base=_RECONNECT_BASE_S)
+        failures = 0
         while not self._stopping:
             try:
                 await self.step()
-                backoff.reset()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except BusError as exc:
+            except Exception as exc:
+                if not retryable(exc):
+                    log.exception(
+                        "inference worker %s: unexpected error; going on",
+                        self.consumer,
+                        extra=self.log_extra,
+                    )
+                    await asyncio.sleep(_ERROR_BACKOFF_S)
+                    continue
                 # Redis is down: the bus logs the outage once; pace the retries. Windows in hand
                 # stay pending and are claimed again (their events are idempotent) once it is up.
-                self.redis_errors += 1
-                log.debug("inference worker %s: %s; retrying", self.consumer, exc)
-                await backoff.sleep()
-            except Exception:
-                log.exception("inference worker %s: unexpected error; going on", self.consumer)
-                await asyncio.sleep(_ERROR_BACKOFF_S)
+                self.counters.redis_errors += 1
+                log.debug(
+                    "inference worker %s: %s; retrying", self.consumer, exc, extra=self.log_extra
+                )
+                await asyncio.sleep(backoff.compute(failures))
+                failures = min(failures + 1, _MAX_DOUBLINGS)
 
     # -- one cycle ------------------------------------------------------------------------------
 
@@ -200,9 +213,8 @@ class InferenceWorker:
                 self.group, self.consumer, self.cfg.claim_idle_ms, self.cfg.batch_size
             )
             if deliveries:
-                self.claimed += len(deliveries)
-                metrics.INFER_CLAIMED.inc(len(deliveries))
-                log.info("claimed %d stale windows", len(deliveries))
+                self.counters.claimed += len(deliveries)
+                log.info("claimed %d stale windows", len(deliveries), extra=self.log_extra)
         room = self.cfg.batch_size - len(deliveries)
         if room > 0:
             block = 0 if deliveries else self.cfg.block_ms
@@ -213,8 +225,7 @@ class InferenceWorker:
 
     async def _dead(self, d: Delivery, reason: str, ack: list[str]) -> None:
         await self.bus.dead_letter(d, reason)
-        self.dead_lettered += 1
-        metrics.INFER_DEAD_LETTERED.inc()
+        self.counters.dead_lettered += 1
         ack.append(d.entry_id)
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
@@ -227,10 +238,14 @@ class InferenceWorker:
             # was acked, so its good neighbours were redelivered to death with it (review M5).
             try:
                 item = await self._sort_out(d, read_wall, ack)
-            except BusError:
-                raise
             except Exception as exc:
-                log.exception("window %s: unexpected error while checking it", d.entry_id)
+                if retryable(exc):
+                    raise  # an outage: the whole cycle is retried
+                log.exception(
+                    "window %s: unexpected error while checking it",
+                    d.entry_id,
+                    extra=self.log_extra,
+                )
                 await self._dead(d, f"unexpected error: {type(exc).__name__}: {exc}", ack)
                 continue
             if item is not None:
@@ -250,16 +265,20 @@ class InferenceWorker:
             reason = f"delivered {d.deliveries} times (max_deliveries {self.cfg.max_deliveries})"
             await self._dead(d, reason, ack)
         elif read_wall - fw.wall_end > self.cfg.deadline_seconds:
-            self.skipped += 1
-            metrics.INFER_SKIPPED.inc()
+            self.counters.skipped += 1
             ack.append(d.entry_id)
-            log.debug("window %s:%d past its deadline: skipped", fw.session_id, fw.seq)
+            log.debug(
+                "window %s:%d past its deadline: skipped",
+                fw.session_id,
+                fw.seq,
+                extra={**self.log_extra, "session_id": fw.session_id},
+            )
         else:
             problem = self._misfit(fw)
             if problem:
                 await self._dead(d, problem, ack)
             else:
-                return _Ready(d, fw, self._to_sample(fw), read_wall)
+                return _Ready(d, fw, fw.to_sample(), read_wall)
         return None
 
     def _max_rows(self) -> dict[str, int]:
@@ -298,7 +317,7 @@ class InferenceWorker:
                 f"{self.predictor.clip_model!r}: ingest and inference need the same clip.model"
             )
         try:
-            self.predictor.check([self._to_sample(fw)])
+            self.predictor.check([fw.to_sample()])
         except ValueError as exc:
             return f"bad features: {exc}"
         return ""
@@ -313,9 +332,14 @@ class InferenceWorker:
         results: list[Prediction | BaseException]
         try:
             results = list(await self._predict([r.sample for r in ready]))
-            self.batches += 1
+            self.counters.batches += 1
         except Exception as exc:
-            log.warning("batch of %d failed (%s); retrying one by one", len(ready), exc)
+            log.warning(
+                "batch of %d failed (%s); retrying one by one",
+                len(ready),
+                exc,
+                extra=self.log_extra,
+            )
             results = []
             for r in ready:
                 try:
@@ -325,8 +349,8 @@ class InferenceWorker:
         infer_ms = (time.perf_counter() - t0) * 1000.0
         metrics.observe_batch(len(ready), infer_ms / 1000.0)
         done_wall = time.time()
-        self.last_batch_size = len(ready)
-        self.last_inference_ms = infer_ms
+        self.counters.last_batch_size = len(ready)
+        self.counters.last_inference_ms = round(infer_ms, 3)
         ack: list[str] = []
         # Session order, then window order, so the moving average follows the stream.
         order = sorted(
@@ -340,213 +364,31 @@ class InferenceWorker:
                 await self._dead(r.delivery, "the model gave non-finite probabilities", ack)
                 continue
             if isinstance(result, BaseException):
-                self.failed += 1
-                metrics.INFER_FAILURES.inc()
+                self.counters.failed += 1
                 if r.delivery.deliveries >= self.cfg.max_deliveries:
                     await self._dead(r.delivery, f"inference failed: {result}", ack)
                 else:
-                    log.warning("window %s failed (%s); will retry", r.delivery.entry_id, result)
+                    log.warning(
+                        "window %s failed (%s); will retry",
+                        r.delivery.entry_id,
+                        result,
+                        extra={**self.log_extra, "session_id": r.window.session_id},
+                    )
                 continue
-            event = self._event(r, result, infer_ms, done_wall)
+            smoothed = self.smoother.update(r.window, result)
+            timings = Timings(r.read_wall, infer_ms, done_wall, published_wall=time.time())
+            event = build_event(r.window, result, smoothed, timings, self.predictor)
             if not await self.bus.write_event(event):
-                self.duplicates += 1
-                metrics.INFER_DUPLICATES.inc()
+                self.counters.duplicates += 1
             else:
                 metrics.observe_event(event)
-            self.processed += 1
-            metrics.INFER_PROCESSED.inc()
+            self.counters.processed += 1
             ack.append(r.delivery.entry_id)
         return ack
 
-    def _smoothed(self, fw: FeatureWindow, pred: Prediction) -> tuple[np.ndarray, np.ndarray]:
-        a = self.cfg.smoothing_alpha
-        state = self._smooth.get(fw.session_id)
-        known = state
-        if state is not None and state.connection_id != fw.connection_id:
-            # A reconnect under the same session id: seq starts again at 0 and the old average
-            # says nothing about the new connection, so its first window starts afresh.
-            state = None
-        if state is None or state.emotion.shape != pred.emotion_probs.shape:
-            emo, sen = pred.emotion_probs, pred.sentiment_probs
-        else:
-            emo = a * pred.emotion_probs + (1.0 - a) * state.emotion
-            # A window without words says nothing about sentiment: the running value stays.
-            b = a if pred.sentiment is not None else 0.0
-            sen = b * pred.sentiment_probs + (1.0 - b) * state.sentiment
-        # A redelivered older window is smoothed against the state but does not rewind it; a
-        # late window of an earlier connection does not take the state back to that connection.
-        if state is not None:
-            newer = fw.seq > state.seq
-        else:
-            newer = known is None or fw.wall_start >= known.wall_start
-        if newer and np.isfinite(emo).all() and np.isfinite(sen).all():  # never NaN in state
-            self._smooth[fw.session_id] = _Smoothed(
-                fw.seq, emo, sen, fw.connection_id, fw.wall_start
-            )
-            self._smooth.move_to_end(fw.session_id)
-            if len(self._smooth) > _MAX_SMOOTHING_SESSIONS:
-                self._smooth.popitem(last=False)
-        return emo, sen
-
-    def _event(
-        self, r: _Ready, pred: Prediction, infer_ms: float, done_wall: float
-    ) -> EmotionEvent:
-        fw, p = r.window, self.predictor
-        emo_s, sen_s = self._smoothed(fw, pred)
-
-        def ms(t: float) -> float:
-            return round((t - fw.wall_end) * 1000.0, 3)
-
-        stage_ms = dict(fw.stage_ms)
-        stage_ms["queue"] = round(max(0.0, r.read_wall - fw.features_ready_wall) * 1000.0, 3)
-        stage_ms["inference"] = round(infer_ms, 3)
-        return EmotionEvent(
-            event_id=event_id_for(
-                fw.session_id, fw.seq, p.model_name, p.model_version, fw.connection_id
-            ),
-            session_id=fw.session_id,
-            seq=fw.seq,
-            media_start=fw.media_start,
-            media_end=fw.media_end,
-            wall_start=fw.wall_start,
-            wall_end=fw.wall_end,
-            transcript=fw.transcript,
-            emotion_labels=list(p.emotion_labels),
-            emotion_probs=[float(x) for x in pred.emotion_probs],
-            emotion_smoothed=[float(x) for x in emo_s],
-            emotions_predicted=list(pred.emotions),
-            emotion_threshold=float(p.threshold),
-            sentiment_labels=list(p.sentiment_labels),
-            sentiment_probs=[float(x) for x in pred.sentiment_probs],
-            sentiment_smoothed=[float(x) for x in sen_s],
-            sentiment=pred.sentiment,
-            face_present=fw.face_present and fw.visual is not None,
-            speech_present=fw.speech_present,
-            model_name=p.model_name,
-            model_version=p.model_version,
-            zero_shot=bool(p.zero_shot),
-            pretrained=bool(p.pretrained),
-            latency=Latency(
-                features_ready_ms=ms(fw.features_ready_wall),
-                inference_done_ms=ms(done_wall),
-                published_ms=ms(time.time()),
-            ),
-            stage_ms=stage_ms,
-            trained_on=p.trained_on,
-            words=list(fw.words),
-            new_text=" ".join(w.text for w in fw.words),
-        )
-
     def stats(self) -> dict[str, float]:
-        return {
-            "processed": self.processed,
-            "duplicates": self.duplicates,
-            "skipped": self.skipped,
-            "dead_lettered": self.dead_lettered,
-            "failed": self.failed,
-            "claimed": self.claimed,
-            "batches": self.batches,
-            "redis_errors": self.redis_errors,
-            "last_batch_size": self.last_batch_size,
-            "last_inference_ms": round(self.last_inference_ms, 3),
-        }
+        return dataclasses.asdict(self.counters)
 
 
 def _finite(pred: Prediction) -> bool:
     return bool(np.isfinite(pred.emotion_probs).all() and np.isfinite(pred.sentiment_probs).all())
-
-
-# -- `merclip infer` --------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", default=None, help="shared Redis (overrides redis.url)")
-    parser.add_argument("--consumer", default=None, help="consumer name (default: host-pid-rand)")
-    parser.add_argument("--batch-size", type=int, default=None, help="overrides batch_size")
-    parser.add_argument(
-        "--stats-every", type=float, default=30.0, help="log counters every N seconds (0: never)"
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
-    )
-    parser.add_argument(
-        "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)"
-    )
-
-
-async def run_inference(
-    settings: WorkerSettings,
-    url: str,
-    *,
-    predictor: Predictor | None = None,
-    consumer: str | None = None,
-    stop: asyncio.Event | None = None,
-    stats_every_s: float = 30.0,
-    metrics_port: int | None = None,
-    metrics_host: str = "0.0.0.0",
-) -> InferenceWorker:
-    """Run one worker against `url` until `stop` is set (or SIGINT/SIGTERM when stop is None).
-
-    Loads the model first (before joining the group), so a worker never takes windows it cannot
-    serve yet. Returns the stopped worker (its counters). With `metrics_port`, Prometheus
-    metrics (this worker's counters, and the lag gauges refreshed from Redis each second) are
-    served at http://metrics_host:metrics_port/metrics.
-    """
-    if predictor is None:
-        from merclip.predictor import Predictor
-
-        loop = asyncio.get_running_loop()
-        predictor = await loop.run_in_executor(None, Predictor.from_settings, settings)
-    if not predictor.pretrained:
-        log.warning(
-            "CLIP %s has RANDOM weights (clip.pretrained is empty): every event says "
-            "pretrained=false and its emotions are meaningless",
-            predictor.clip_model,
-        )
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-    async with Bus.connect(url, settings.redis) as bus, contextlib.AsyncExitStack() as stack:
-        if metrics_port is not None:
-            from workers.monitor import Monitor
-
-            metrics.start_metrics_server(metrics_port, metrics_host)
-            await stack.enter_async_context(Monitor(bus, settings, count_events=False))
-        async with InferenceWorker(settings, bus, predictor, consumer=consumer) as worker:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), stats_every_s or None)
-                if not worker.running:
-                    raise BusError("the inference worker stopped unexpectedly")
-                if stats_every_s:
-                    log.info("inference stats %s", worker.stats())
-    log.info("inference worker %s stopped: %s", worker.consumer, worker.stats())
-    return worker
-
-
-def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    url = args.redis_url or settings.redis.url
-    if not url:
-        raise ConfigError(
-            "merclip infer needs a shared Redis: set redis.url (or MERCLIP_REDIS_URL) or pass "
-            "--redis-url; `merclip serve` runs inference on its embedded Redis by itself"
-        )
-    if args.batch_size is not None:
-        settings = settings.replace("inference", batch_size=args.batch_size)
-    asyncio.run(
-        run_inference(
-            settings,
-            url,
-            consumer=args.consumer,
-            stats_every_s=args.stats_every,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-        )
-    )
-    return 0

@@ -3,15 +3,14 @@ event loop, FeatureWindows published to the bus.
 
 Per session: the stream reader tasks push audio and sampled frames into a `SessionWindower` (on the
 loop: cheap appends). Finished windows go to a small per-session queue (settings.ingest.
-max_pending_windows); when extraction falls behind, the OLDEST pending window is dropped and
-counted, so latency stays bounded instead of growing. One extraction task per session takes windows
-in order and runs `WindowExtractor.extract` in a thread pool shared by all sessions of the process
-(settings.ingest.extract_threads), then publishes the features.
+max_pending_windows, a `DropOldestQueue`); when extraction falls behind, the OLDEST pending window
+is dropped and counted, so latency stays bounded instead of growing. One extraction task per
+session takes windows in order and runs `WindowExtractor.extract` in a thread pool shared by all
+sessions of the process (settings.ingest.extract_threads), then publishes the features.
 
-While Redis is unreachable, extracted windows wait in ONE bounded buffer per process
-(settings.ingest.max_unsent_windows, oldest dropped and counted when full) and a sender task
-retries with backoff, in order; sessions go on streaming and windowing meanwhile, so a Redis restart
-costs at most the windows that did not fit (and those the inference deadline then skips).
+While Redis is unreachable, extracted windows wait in the process's one bounded `Outbox`
+(workers/outbox.py), sent in order with backoff once Redis answers; sessions go on streaming and
+windowing meanwhile.
 
 Words: windows overlap, so each session's `SessionTranscript` (workers/transcript.py) keeps, of
 the words a window recognised, those it owns, in window order on the session task, before the
@@ -34,17 +33,16 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from stream.drop_oldest import DropOldestQueue
 from stream.sink import MediaSink, SessionInfo
-from workers.bus import Backoff, BusError
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.frame_batcher import FrameBatcher
+from workers.outbox import Outbox, Publish
 from workers.schemas import FeatureWindow
 from workers.settings import WorkerSettings
 from workers.transcript import SessionTranscript
@@ -53,8 +51,6 @@ from workers.windowing import RawWindow, SessionWindower
 __all__ = ["IngestCounters", "IngestPipeline", "SessionIngest"]
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[FeatureWindow], Awaitable[object]]
 
 # A track that stops sending must not hold its session's windows back forever: once the session
 # clock is this far past a window's end, the window is cut with whatever media arrived.
@@ -82,9 +78,9 @@ class IngestCounters:
     """Extracted with NaN/inf features (never published: inference would dead-letter them)."""
     publish_errors: int = 0
     windows_unsent: int = 0
-    """Windows waiting in the unsent buffer now (Redis unreachable)."""
+    """Windows waiting in the outbox now (Redis unreachable)."""
     windows_dropped_unsent: int = 0
-    """Dropped because the unsent buffer was full during a Redis outage (oldest first)."""
+    """Dropped because the outbox was full during a Redis outage (oldest first)."""
     publish_retries: int = 0
     audio_samples_dropped_ahead: int = 0
     """16 kHz samples dropped: a sender ran more than 0.5 s ahead of real time (windowing)."""
@@ -108,6 +104,8 @@ class IngestPipeline:
         self.extractor = extractor
         self.publish = publish
         self.counters = IngestCounters()
+        self.outbox = Outbox(publish, self.counters, settings.ingest.max_unsent_windows)
+        """Every session's windows go to Redis through this one bounded, ordered publisher."""
         self._pool = ThreadPoolExecutor(
             max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
         )
@@ -123,16 +121,13 @@ class IngestPipeline:
         # still be in extraction while the new one streams, and both must be waited for on close.
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
-        self.max_unsent = settings.ingest.max_unsent_windows
-        self._unsent: deque[tuple[FeatureWindow, SessionIngest]] = deque()
-        self._sender: asyncio.Task[None] | None = None
-        self._dropping = False
 
     def sink_factory(self, info: SessionInfo) -> SessionIngest:
         """Called by the WebRTC server for each new session (on the event loop)."""
         if self._closed:
             raise RuntimeError("ingest pipeline is closed")
         session = SessionIngest(self, info)
+        session.start()
         self._sessions[info.connection_id] = session
         self.counters.sessions_started += 1
         self.counters.sessions_active = len(self._sessions)
@@ -160,76 +155,6 @@ class IngestPipeline:
         """A concurrent future, so that a job still queued can be cancelled (shed)."""
         return self.frames.submit(rgb)
 
-    async def send(self, fw: FeatureWindow, session: SessionIngest) -> bool:
-        """Publish `fw` now (True), or keep it for the sender when Redis is unreachable or older
-        windows still wait (False). Errors other than an unreachable Redis propagate."""
-        if not self._unsent:
-            try:
-                await self.publish(fw)
-                return True
-            except BusError:
-                pass  # the bus has logged the outage
-        self._keep(fw, session)
-        return False
-
-    def _keep(self, fw: FeatureWindow, session: SessionIngest) -> None:
-        counters = self.counters
-        self._unsent.append((fw, session))
-        while len(self._unsent) > self.max_unsent:
-            old, _ = self._unsent.popleft()
-            if not self._dropping:  # once per outage
-                log.warning(
-                    "Redis unreachable and %d windows unsent: dropping the oldest (%s:%d)",
-                    self.max_unsent,
-                    old.session_id,
-                    old.seq,
-                )
-            self._dropping = True
-            counters.windows_dropped_unsent += 1
-        counters.windows_unsent = len(self._unsent)
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(
-                self._send_unsent(), name="ingest-unsent"
-            )
-
-    async def _send_unsent(self) -> None:
-        """Send the buffered windows in order, retrying with backoff until Redis answers."""
-        backoff = Backoff(initial=0.1, maximum=2.0)
-        counters = self.counters
-        while self._unsent:
-            fw, session = self._unsent[0]
-            try:
-                await self.publish(fw)
-            except BusError:
-                counters.publish_retries += 1
-                await backoff.sleep()
-                continue
-            except Exception:
-                counters.publish_errors += 1
-                log.exception("publishing buffered window %s:%d failed", fw.session_id, fw.seq)
-            else:
-                session.windows_published += 1
-                counters.windows_published += 1
-                backoff.reset()
-            if self._unsent and self._unsent[0][0] is fw:
-                self._unsent.popleft()
-            counters.windows_unsent = len(self._unsent)
-        if self._dropping:
-            log.warning(
-                "unsent windows flushed (%d dropped in all)", counters.windows_dropped_unsent
-            )
-        self._dropping = False
-
-    async def _flush_unsent(self, timeout: float) -> None:
-        if self._sender is not None and not self._sender.done():
-            done, _ = await asyncio.wait({self._sender}, timeout=timeout)
-            if not done:
-                self._sender.cancel()
-                log.warning("closing with %d windows unsent (Redis unreachable)", len(self._unsent))
-                self.counters.windows_dropped_unsent += len(self._unsent)
-                self._unsent.clear()
-                self.counters.windows_unsent = 0
-
     def _forget(self, session: SessionIngest) -> None:
         if self._sessions.get(session.info.connection_id) is session:
             del self._sessions[session.info.connection_id]
@@ -238,12 +163,10 @@ class IngestPipeline:
     async def aclose(self) -> None:
         """Finish every session's pending windows (bounded), then stop the threads."""
         self._closed = True
-        for session in list(self._sessions.values()):
-            session.on_close()
         await asyncio.gather(
-            *(s.wait_done() for s in list(self._sessions.values())), return_exceptions=True
+            *(s.aclose() for s in list(self._sessions.values())), return_exceptions=True
         )
-        await self._flush_unsent(UNSENT_FLUSH_SECONDS)
+        await self.outbox.aclose(UNSENT_FLUSH_SECONDS)
         # Off the loop: a job still running must not freeze every other task while it ends.
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.frames.shutdown, cancel_waiting=True)
@@ -275,16 +198,46 @@ class SessionIngest(MediaSink):
         self.windower = SessionWindower(ingest.window_seconds, ingest.hop_seconds, ingest.video_fps)
         self.transcript = SessionTranscript()
         """Which window publishes each word (windows overlap): see workers/transcript.py."""
-        self.max_pending = ingest.max_pending_windows
-        self._pending: deque[RawWindow] = deque()
+        self._pending: DropOldestQueue[RawWindow] = DropOldestQueue(ingest.max_pending_windows)
+        """Cut windows waiting for extraction; the oldest is dropped when extraction is behind."""
         self._frame_jobs: dict[float, Future[FrameFeature]] = {}
-        self._wake = asyncio.Event()
         self._closing = False
         self.windows_published = 0
-        self.windows_dropped = 0
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"ingest-{info.session_id}"
-        )
+        self._task: asyncio.Task[None] | None = None
+        self._log_extra = {"session_id": info.session_id, "stage": "ingest"}
+        """`extra=` of this session's log records."""
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the session's extraction task (on the event loop; IngestPipeline.sink_factory
+        calls it)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"ingest-{self.info.session_id}"
+            )
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """End the session (as `on_close`), let its pending windows be extracted and published
+        for up to `timeout` seconds, then cancel what is left."""
+        self.on_close()
+        await self.wait_done(timeout)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_done(self, timeout: float = 30.0) -> None:
+        """Wait until the session's pending windows are extracted and published."""
+        if self._task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+
+    @property
+    def windows_dropped(self) -> int:
+        """Windows dropped because extraction was behind (the oldest pending first)."""
+        return self._pending.dropped
 
     # ---- MediaSink (called on the event loop; must stay cheap) ----------------------------
 
@@ -315,7 +268,7 @@ class SessionIngest(MediaSink):
         # never connected (review L1).
         media_now = self._clock() if self.windower.media_time > 0 else None
         self._enqueue(self.windower.flush(self.info.started_wall, media_now))
-        self._wake.set()
+        self._pending.close()  # the task takes what is left, then ends
 
     # ---- internals ------------------------------------------------------------------------
 
@@ -350,7 +303,9 @@ class SessionIngest(MediaSink):
             try:
                 out[ts] = await asyncio.wrap_future(job)
             except Exception:
-                log.exception("session %s: frame features failed", self.info.session_id)
+                log.exception(
+                    "session %s: frame features failed", self.info.session_id, extra=self._log_extra
+                )
         keep_from = raw.media_start + self.windower.hop
         for ts in [t for t in self._frame_jobs if t < keep_from]:
             del self._frame_jobs[ts]
@@ -368,34 +323,29 @@ class SessionIngest(MediaSink):
             # sender's audio clock runs ahead of ours (drift, bursts under GAP_SECONDS), latency
             # is measured from the cut, never from a window end in the future.
             raw.wall_end = min(raw.wall_end, now)
-            self._pending.append(raw)
-            while len(self._pending) > self.max_pending:
-                dropped = self._pending.popleft()
-                self.windows_dropped += 1
+            dropped = self._pending.put(raw)
+            if dropped is not None:
                 counters.windows_dropped_backlog += 1
                 log.warning(
                     "session %s: extraction behind, dropped window %d",
                     self.info.session_id,
                     dropped.seq,
+                    extra=self._log_extra,
                 )
-        if windows:
-            self._wake.set()
 
     async def _run(self) -> None:
         try:
             while True:
                 if not self._pending:
-                    if self._closing:
+                    if self._pending.closed:
                         return
-                    self._wake.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                    await self._pending.wait(TICK_SECONDS)
                     if not self._closing and self.windower.media_time > 0:
                         # Stalled tracks: the session clock completes windows on its own.
                         now = max(self.windower.media_time, self._clock() - STALL_GRACE_SECONDS)
                         self._collect(now)
                     continue
-                raw = self._pending.popleft()
+                raw = self._pending.get_nowait()
                 await self._process(raw)
         finally:
             self.pipeline.counters.windows_dropped_windowing += self.windower.windows_dropped
@@ -410,7 +360,12 @@ class SessionIngest(MediaSink):
             fw = dataclasses.replace(fw, connection_id=self.info.connection_id)
         except Exception:
             counters.extraction_errors += 1
-            log.exception("session %s: feature extraction failed for window %d", sid, raw.seq)
+            log.exception(
+                "session %s: feature extraction failed for window %d",
+                sid,
+                raw.seq,
+                extra=self._log_extra,
+            )
             return
         bad = [m for m in ("language", "visual", "audio") if not _finite(getattr(fw, m))]
         if bad:  # NaN in, NaN out: the event would not be JSON (review M5)
@@ -420,22 +375,21 @@ class SessionIngest(MediaSink):
                 sid,
                 raw.seq,
                 "/".join(bad),
+                extra=self._log_extra,
             )
             return
         # In window order, and only for windows that will be published: a window dropped before
         # this point leaves its words to the next one.
         fw = dataclasses.replace(fw, words=self.transcript.own(fw.words, raw.media_end, raw.last))
         try:
-            if not await self.pipeline.send(fw, self):
-                return  # held until Redis answers; counted as published when sent
+            # Published now, or held in the outbox until Redis answers: counted when sent.
+            await self.pipeline.outbox.send(fw, self._published)
         except Exception:
             counters.publish_errors += 1
-            log.exception("session %s: publishing window %d failed", sid, raw.seq)
-            return
-        self.windows_published += 1
-        counters.windows_published += 1
+            log.exception(
+                "session %s: publishing window %d failed", sid, raw.seq, extra=self._log_extra
+            )
 
-    async def wait_done(self, timeout: float = 30.0) -> None:
-        """Wait until the session's pending windows are extracted and published."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+    def _published(self) -> None:
+        self.windows_published += 1
+        self.pipeline.counters.windows_published += 1

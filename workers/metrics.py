@@ -4,10 +4,15 @@ The default registry is the one stream/ already uses (GET /metrics of `merclip s
 `merclip ingest` renders it), so one scrape shows WebRTC, ingest, inference and Redis numbers.
 `merclip infer` serves the same registry with `--metrics-port` (`start_metrics_server`).
 
+One counter pattern for the stages: a stage keeps a dataclass of plain ints (`IngestCounters`,
+`InferenceCounters`) and a collector sums every tracked one at scrape time (`track_ingest`,
+`track_inference`), so the stages make no Prometheus calls for their counts. Histograms (times,
+sizes) are observed as they happen.
+
 Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposition):
 
 - ingest (read at scrape time from every `IngestCounters` this process created, see
-  `track_ingest`: ingest.py keeps plain ints, so it needs no Prometheus calls):
+  `track_ingest`):
   `merclip_ingest_sessions_active`, `merclip_ingest_sessions_started_total`,
   `merclip_ingest_windows_cut_total`, `merclip_ingest_windows_published_total`,
   `merclip_ingest_windows_dropped_total{reason=backlog|windowing|extraction_error|
@@ -17,7 +22,8 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches)
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|face_encoder|
   text_encoder|audio|queue}` (`observe_extraction`, `observe_event`)
-- inference: `merclip_inference_windows_processed_total`, `..._duplicates_total`,
+- inference (read at scrape time from every `InferenceCounters`, see `track_inference`):
+  `merclip_inference_windows_processed_total`, `..._duplicates_total`,
   `..._skipped_total` (past the deadline), `..._dead_lettered_total`, `..._claimed_total`,
   `merclip_inference_failures_total`, `merclip_inference_batch_seconds`,
   `merclip_inference_batch_size`
@@ -35,13 +41,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from workers.schemas import EXTRACTION_STAGES
+
 if TYPE_CHECKING:
+    from workers.inference import InferenceCounters
     from workers.ingest import IngestCounters
     from workers.schemas import EmotionEvent
 
@@ -51,12 +60,6 @@ __all__ = [
     "EVENT_LATENCY",
     "EVENTS_PER_SECOND",
     "EXTRACTION_STAGES",
-    "INFER_CLAIMED",
-    "INFER_DEAD_LETTERED",
-    "INFER_DUPLICATES",
-    "INFER_FAILURES",
-    "INFER_PROCESSED",
-    "INFER_SKIPPED",
     "PENDING_WINDOWS",
     "REDIS_PING",
     "REDIS_UP",
@@ -67,6 +70,7 @@ __all__ = [
     "observe_event",
     "observe_extraction",
     "start_metrics_server",
+    "track_inference",
     "track_ingest",
 ]
 
@@ -74,7 +78,6 @@ log = logging.getLogger(__name__)
 
 # Latencies in a live service run from a few ms (one stage) to the 10 s inference deadline.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-EXTRACTION_STAGES = ("asr", "faces", "face_encoder", "text_encoder", "audio")
 
 STAGE_SECONDS = Histogram(
     "merclip_stage_seconds",
@@ -88,25 +91,6 @@ EVENT_LATENCY = Histogram(
     "Seconds from the window's end to: features_ready, inference_done, published",
     ["stage"],
     buckets=_LATENCY_BUCKETS,
-)
-INFER_PROCESSED = Counter(
-    "merclip_inference_windows_processed", "Windows whose event was written (or already was)"
-)
-INFER_DUPLICATES = Counter(
-    "merclip_inference_windows_duplicates",
-    "Processed windows whose event an earlier delivery had already written",
-)
-INFER_SKIPPED = Counter(
-    "merclip_inference_windows_skipped", "Windows acked unprocessed: past inference.deadline"
-)
-INFER_DEAD_LETTERED = Counter(
-    "merclip_inference_windows_dead_lettered", "Windows moved to the dead-letter stream"
-)
-INFER_CLAIMED = Counter(
-    "merclip_inference_windows_claimed", "Windows taken over from idle consumers (XAUTOCLAIM)"
-)
-INFER_FAILURES = Counter(
-    "merclip_inference_failures", "Window inference attempts that raised (retried later)"
 )
 BATCH_SECONDS = Histogram(
     "merclip_inference_batch_seconds",
@@ -136,12 +120,29 @@ REDIS_UP = Gauge("merclip_redis_up", "1 when Redis answered the last PING, else 
 REDIS_PING = Gauge("merclip_redis_ping_seconds", "Round trip of the last PING to Redis")
 
 
-class _IngestCollector(Collector):
-    """Sums every tracked IngestCounters at scrape time.
+class _SummingCollector(Collector):
+    """Sums a field over every tracked counters object at scrape time.
 
-    The counters objects only ever grow, and are kept after their pipeline closes (a few ints
+    The counters objects only ever grow, and are kept after their stage closes (a few ints
     each), so the sums never go down while the process lives: valid Prometheus counters.
     """
+
+    def __init__(self) -> None:
+        self._tracked: list[Any] = []
+        self._lock = threading.Lock()
+
+    def track(self, counters: Any) -> None:
+        with self._lock:
+            if not any(c is counters for c in self._tracked):
+                self._tracked.append(counters)
+
+    def _sum(self, field: str) -> int:
+        with self._lock:
+            return sum(int(getattr(c, field, 0)) for c in self._tracked)
+
+
+class _IngestCollector(_SummingCollector):
+    """Every IngestCounters of the process (`track_ingest`)."""
 
     _DROPS = {
         "backlog": "windows_dropped_backlog",
@@ -151,19 +152,6 @@ class _IngestCollector(Collector):
         "publish_error": "publish_errors",
         "unsent": "windows_dropped_unsent",
     }
-
-    def __init__(self) -> None:
-        self._tracked: list[IngestCounters] = []
-        self._lock = threading.Lock()
-
-    def track(self, counters: IngestCounters) -> None:
-        with self._lock:
-            if not any(c is counters for c in self._tracked):
-                self._tracked.append(counters)
-
-    def _sum(self, field: str) -> int:
-        with self._lock:
-            return sum(int(getattr(c, field, 0)) for c in self._tracked)
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
@@ -202,13 +190,45 @@ class _IngestCollector(Collector):
         yield drops
 
 
+class _InferenceCollector(_SummingCollector):
+    """Every InferenceCounters of the process (`track_inference`)."""
+
+    _COUNTERS = (
+        ("windows_processed", "processed", "Windows whose event was written (or already was)"),
+        (
+            "windows_duplicates",
+            "duplicates",
+            "Processed windows whose event an earlier delivery had already written",
+        ),
+        ("windows_skipped", "skipped", "Windows acked unprocessed: past inference.deadline"),
+        ("windows_dead_lettered", "dead_lettered", "Windows moved to the dead-letter stream"),
+        (
+            "windows_claimed",
+            "claimed",
+            "Windows taken over from idle consumers (XAUTOCLAIM)",
+        ),
+        ("failures", "failed", "Window inference attempts that raised (retried later)"),
+    )
+
+    def collect(self) -> Iterable[Metric]:
+        for name, field, doc in self._COUNTERS:
+            yield CounterMetricFamily(f"merclip_inference_{name}", doc, value=self._sum(field))
+
+
 _INGEST = _IngestCollector()
 REGISTRY.register(_INGEST)
+_INFERENCE = _InferenceCollector()
+REGISTRY.register(_INFERENCE)
 
 
 def track_ingest(counters: IngestCounters) -> None:
     """Export an ingest pipeline's counters (call once per IngestPipeline)."""
     _INGEST.track(counters)
+
+
+def track_inference(counters: InferenceCounters) -> None:
+    """Export an inference worker's counters (InferenceWorker does, when it is built)."""
+    _INFERENCE.track(counters)
 
 
 def observe_extraction(stage_ms: Mapping[str, float]) -> None:

@@ -25,7 +25,8 @@ events (review M6).
 it (that binary is also the `redis-server` in .venv/bin, first on PATH in an activated virtualenv).
 
 No process is left behind:
-- `stop()` (called by `__exit__` / `__aexit__`) sends SIGTERM, then SIGKILL after a grace period;
+- `stop()` (called by `__exit__`, and in a thread by `aclose()` / `__aexit__`) sends SIGTERM,
+  then SIGKILL after a grace period;
 - an `atexit` hook stops servers that were never stopped (interpreter exit without `__exit__`);
 - on Linux the child gets PR_SET_PDEATHSIG=SIGTERM, so it also dies when the parent is killed
   by a signal that skips atexit (SIGTERM with the default handler, SIGKILL). The kernel ties that
@@ -391,7 +392,8 @@ class EmbeddedRedis:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    async def astop(self, timeout: float = 5.0) -> None:
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """`stop()` off the event loop (the stage vocabulary: every async stop is `aclose`)."""
         await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
 
     # -- context managers -------------------------------------------------------------------
@@ -406,7 +408,7 @@ class EmbeddedRedis:
         return await self.astart()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.astop()
+        await self.aclose()
 
 
 @atexit.register

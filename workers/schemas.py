@@ -32,14 +32,18 @@ import struct
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgpack
 import numpy as np
 
 from merclip.errors import SchemaError
 
+if TYPE_CHECKING:  # torch: imported by to_sample, where a model runs (never by a subscriber)
+    from merclip.batch import Sample
+
 __all__ = [
+    "EXTRACTION_STAGES",
     "MAX_WINDOW_BYTES",
     "SCHEMA_VERSION",
     "EmotionEvent",
@@ -57,6 +61,9 @@ SCHEMA_VERSION = 1
 _NDARRAY_EXT = 1
 MAX_WINDOW_BYTES = 1 << 20
 """Largest encoded FeatureWindow (1 MiB, 5x the largest real one; see the module docstring)."""
+EXTRACTION_STAGES: tuple[str, ...] = ("asr", "faces", "face_encoder", "text_encoder", "audio")
+"""The stages the extractor times in every FeatureWindow.stage_ms (workers/features/extractor.py;
+the `stage` label of merclip_stage_seconds). A window may add others (`frames_ahead`)."""
 
 
 class MessageType(enum.StrEnum):
@@ -110,7 +117,8 @@ class FeatureWindow:
     features_ready_wall: float
     """Unix time when extraction finished."""
     stage_ms: dict[str, float] = field(default_factory=dict)
-    """Extraction time per stage: asr, faces, face_encoder, text_encoder, audio."""
+    """Extraction time per stage: asr, faces, face_encoder, text_encoder, audio
+    (EXTRACTION_STAGES)."""
     feature_space: str = "live"
     connection_id: str = ""
     """The WebRTC connection the window came from (stream.peer.SessionInfo.connection_id). seq
@@ -121,6 +129,20 @@ class FeatureWindow:
     one window although windows overlap (workers/transcript.py). The extractor fills in every
     word of the window; the session's ingest keeps the owned ones before publishing. `transcript`
     still holds the whole window's text (the language features cover the whole window)."""
+
+    def to_sample(self) -> Sample:
+        """The model input for one FeatureWindow (float32 arrays; absent modalities stay None)."""
+        from merclip.batch import Sample
+
+        def f32(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None or x.size == 0 else np.asarray(x, dtype=np.float32)
+
+        return Sample(
+            language=f32(self.language),
+            visual=f32(self.visual),
+            audio=f32(self.audio),
+            id=f"{self.session_id}:{self.seq}",
+        )
 
 
 @dataclass(frozen=True)

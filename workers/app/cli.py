@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run every role of one machine (embedded Redis by default)",
     ),
     "ingest": ("workers.app.commands.ingest", "WebRTC server + feature extraction only"),
-    "infer": ("workers.inference", "MER-CLIP inference worker (consumer group)"),
+    "infer": ("workers.app.commands.infer", "MER-CLIP inference worker (consumer group)"),
     "subscribe": ("workers.app.commands.subscribe", "print events as JSON lines"),
     "stream-file": ("stream.clients.file", "stream a media file to a server over WebRTC"),
     "dashboard": (
@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the monitoring dashboard for a shared Redis",
     ),
     "capture": ("stream.clients.capture", "send the local camera and microphone to a server"),
+    "token": ("workers.app.commands.token", "mint or check an access token (auth.secret)"),
     "extract": ("workers.extract", "extract live-space features from a folder of videos"),
     "train": ("merclip.training.train", "train MER-CLIP"),
     "evaluate": ("merclip.training.evaluate", "evaluate a checkpoint: JSON report + plots"),

@@ -1,7 +1,8 @@
 """One window of raw media → one FeatureWindow in the configured live feature space.
 
 Used unchanged by the streaming ingest (called from executor threads) and by `merclip extract`.
-Stages and what they produce (float16 on the wire); the encoders are those of
+Stages (workers.schemas.EXTRACTION_STAGES, the keys of FeatureWindow.stage_ms) and what they
+produce (float16 on the wire); the encoders are those of
 settings.features.space (encoders.py: MiniLM + FER expression net, or CLIP):
 - asr:          transcript and its timed words (faster-whisper behind the energy gate, see
                 asr.py); FeatureWindow.words gets every word, the streaming ingest keeps the
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from merclip.batch import Sample
 from merclip.clip_backbone import ClipBackbone
 from workers.features.asr import Transcriber
 from workers.features.audio_features import log_mel_features, speech_ratio
@@ -40,11 +40,9 @@ from workers.schemas import FeatureWindow, Word
 from workers.settings import WorkerSettings
 from workers.windowing import RawWindow
 
-__all__ = ["STAGES", "FrameFeature", "WindowExtractor", "select_frames", "window_to_sample"]
+__all__ = ["FrameFeature", "WindowExtractor", "select_frames"]
 
 log = logging.getLogger(__name__)
-
-STAGES: tuple[str, ...] = ("asr", "faces", "face_encoder", "text_encoder", "audio")
 
 
 @dataclass(frozen=True)
@@ -214,20 +212,6 @@ class WindowExtractor:
             feature_space=self.encoders.space,
             words=words,
         )
-
-
-def window_to_sample(fw: FeatureWindow) -> Sample:
-    """The model input for one FeatureWindow (float32 arrays; absent modalities stay None)."""
-
-    def f32(x: np.ndarray | None) -> np.ndarray | None:
-        return None if x is None or x.size == 0 else np.asarray(x, dtype=np.float32)
-
-    return Sample(
-        language=f32(fw.language),
-        visual=f32(fw.visual),
-        audio=f32(fw.audio),
-        id=f"{fw.session_id}:{fw.seq}",
-    )
 
 
 def _ms(t0: float) -> float:

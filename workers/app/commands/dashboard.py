@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from merclip.errors import ConfigError
 from stream.app import runner_options
 from stream.auth import access_middlewares
 from stream.dashboard import DASHBOARD_REPLAY, create_dashboard_app
+from workers.app.commands.common import shared_redis_url
 from workers.app.settings import Settings
 from workers.app.signals import stop_on_signals
 from workers.app.web import shown_url, start_site
@@ -92,13 +92,13 @@ async def run_dashboard(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = args.redis_url or settings.redis.url
-    if not url:
-        raise ConfigError(
-            "merclip dashboard needs the Redis URL of the deployment: pass --redis-url "
-            "(merclip serve logs the URL of its embedded Redis, and serves /dashboard itself) "
-            "or set redis.url"
-        )
+    url = shared_redis_url(
+        args,
+        settings,
+        "merclip dashboard needs the Redis URL of the deployment: pass --redis-url "
+        "(merclip serve logs the URL of its embedded Redis, and serves /dashboard itself) "
+        "or set redis.url",
+    )
     host = args.host or settings.server.host
 
     def ready(address: str) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 
-from merclip.errors import ConfigError
+from workers.app.commands.common import shared_redis_url
 from workers.app.settings import Settings
 from workers.subscriber import subscribe
 
@@ -44,13 +44,13 @@ async def _print_events(url: str, args: argparse.Namespace, prefix: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = args.redis_url or settings.redis.url
-    if not url:
-        raise ConfigError(
-            "merclip subscribe needs the Redis URL of the running service: pass --redis-url "
-            "(merclip serve logs the file that holds its embedded Redis's URL: --redis-url "
-            '"$(cat FILE)"), or set redis.url'
-        )
+    url = shared_redis_url(
+        args,
+        settings,
+        "merclip subscribe needs the Redis URL of the running service: pass --redis-url "
+        "(merclip serve logs the file that holds its embedded Redis's URL: --redis-url "
+        '"$(cat FILE)"), or set redis.url',
+    )
     try:
         return asyncio.run(_print_events(url, args, settings.redis.prefix))
     except BrokenPipeError:  # e.g. `merclip subscribe | head`

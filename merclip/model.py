@@ -106,6 +106,14 @@ class MerClip(nn.Module):
             raise ConfigError(f"task {task!r} is not in this model (it has {list(self.tasks)})")
         return task
 
+    def set_emotion_threshold(self, threshold: float) -> None:
+        """Predict emotions at `threshold` (config and head), e.g. the service's setting."""
+        self.config = self.config.replace(emotion_threshold=threshold)
+        if "emotion" in self.task_modules:
+            head = self.task_modules["emotion"].head
+            assert isinstance(head, EmotionHead)
+            head.threshold = threshold
+
     # -- text side (input-independent) -----------------------------------------------------------
     def encode_task(self, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(label embeddings Z^L (C, D), projected query (T_q, W)); cached when available."""

@@ -144,6 +144,7 @@ class Predictor:
                 expect_dims=dims,
                 device=device,
             )
+            model.set_emotion_threshold(threshold)  # the service setting wins over the config's
             if space == "live" and model.clip_pretrained != settings.clip.pretrained:
                 log.warning(
                     "checkpoint %s was trained on CLIP weights %r, ingest uses %r: predictions "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from merclip.errors import ConfigError
+from merclip.labels import EMOTION_THRESHOLD
 
 __all__ = [
     "AsrSettings",
@@ -41,7 +42,10 @@ class ModelSettings:
     checkpoint: str = "bundled"
     """Trained checkpoint: "bundled" = the one shipped in merclip/checkpoints/, a path, or empty
     for CLIP zero-shot (features.space "live" only)."""
-    emotion_threshold: float = 0.6
+    emotion_threshold: float = EMOTION_THRESHOLD
+    """Probability at or above which the service reports an emotion; it wins over the served
+    model's own `MerClipConfig.emotion_threshold` (the Predictor applies it to the model) and
+    defaults to the paper's 0.6 (merclip/labels.py), the default of that field too."""
 
     def validate(self) -> None:
         _check(0.0 < self.emotion_threshold < 1.0, "model.emotion_threshold", "must be in (0, 1)")

@@ -26,6 +26,7 @@ from merclip.batch import MODALITIES, ModalityBatch, Sample, collate
 from merclip.checkpoint import checkpoint_version, load_checkpoint, resolve_checkpoint
 from merclip.clip_backbone import ClipBackbone, load_clip, register_bundled_clip_configs
 from merclip.config import load_model_config
+from merclip.devices import resolve_device
 from merclip.errors import ConfigError, MerClipError
 from merclip.heads import TaskOutput
 from merclip.model import MerClip
@@ -86,12 +87,6 @@ def feature_dims(settings: Settings) -> dict[str, int]:
     return dict(LIVE_PRETRAINED_DIMS)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Predictor:
     def __init__(
         self,
@@ -131,7 +126,7 @@ class Predictor:
 
         `clip` (zero-shot only) reuses an already loaded CLIP instead of loading settings.clip.
         """
-        device = _device(settings.inference.device)
+        device = resolve_device(settings.inference.device, "inference.device")
         threshold = settings.model.emotion_threshold
         space = settings.features.space
         dims = feature_dims(settings)

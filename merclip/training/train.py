@@ -36,16 +36,12 @@ from merclip.clip_backbone import load_clip
 from merclip.config import MerClipConfig, load_model_config
 from merclip.data.sources import DataSource, load_sources
 from merclip.data.synthetic import SyntheticSpec
+from merclip.devices import resolve_device
 from merclip.errors import ConfigError, DatasetError
 from merclip.minilm import load_minilm
 from merclip.model import MerClip
 from merclip.settings import Settings
-from merclip.training.evaluate import (
-    baseline_metrics,
-    evaluate_model,
-    has_task_labels,
-    resolve_device,
-)
+from merclip.training.evaluate import baseline_metrics, evaluate_model, has_task_labels
 from merclip.training.mixing import epoch_samples, group_of
 
 __all__ = [
@@ -240,7 +236,7 @@ def train(opts: TrainOptions) -> TrainResult:
     _seed_everything(opts.seed)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device, "--device / train.device")
     out = Path(opts.out_dir)
     probe = load_model_config(opts.model)
     source = load_sources(

@@ -28,6 +28,7 @@ from merclip.clip_backbone import ClipBackbone, load_clip, register_bundled_clip
 from merclip.config import load_model_config
 from merclip.devices import resolve_device
 from merclip.errors import ConfigError, MerClipError
+from merclip.feature_spaces import LIVE_AUDIO_DIM, LIVE_PRETRAINED_DIMS
 from merclip.heads import TaskOutput
 from merclip.model import MerClip
 from merclip.settings import Settings
@@ -44,12 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LIVE_AUDIO_DIM = 64
-"""Width of the live audio features (workers/features/audio_features.py AUDIO_FEATURE_DIM)."""
-LIVE_PRETRAINED_DIMS: dict[str, int] = {"language": 384, "visual": 135, "audio": LIVE_AUDIO_DIM}
-"""Widths of the live-pretrained space: MiniLM (merclip/minilm.py), FER expression features
-(workers/features/expression.py FEATURE_DIM), log-mel. tests/test_feature_spaces.py pins them."""
 
 
 class FeatureDimensionError(MerClipError, ValueError):

@@ -40,7 +40,7 @@ from merclip.devices import resolve_device
 from merclip.errors import ConfigError, DatasetError
 from merclip.minilm import load_minilm
 from merclip.model import MerClip
-from merclip.settings import Settings
+from merclip.settings import Settings, TrainSettings
 from merclip.training.evaluate import baseline_metrics, evaluate_model, has_task_labels
 from merclip.training.mixing import epoch_samples, group_of
 
@@ -97,6 +97,25 @@ class TrainOptions:
     """A larger dataset contributes a fresh random subset of this size per epoch (mixing.py)."""
     limit_per_class: int | None = None
     """Raw emotion datasets: keep the first N items per class (quick runs, tests)."""
+
+    @classmethod
+    def from_settings(cls, train: TrainSettings, **fields: Any) -> TrainOptions:
+        """Options whose fields shared with the [train] section (`_FROM_SETTINGS`) come from
+        `train`, with the command-line flags already in it (`Settings.replace`); `fields` sets
+        the rest."""
+        return cls(**{name: getattr(train, name) for name in _FROM_SETTINGS}, **fields)
+
+
+_FROM_SETTINGS: tuple[str, ...] = (
+    "query_word",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "device",
+)
+"""The TrainOptions fields that are also [train] settings (`TrainSettings`), same names."""
 
 
 @dataclass
@@ -506,6 +525,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--weight-decay", type=float, default=None, help="AdamW weight decay (train.weight_decay)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument(
@@ -557,27 +579,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace, settings: Settings) -> TrainOptions:
-    t = settings.train
-    task = args.task or t.task
+    """[train] settings, overridden by every flag that was given (a given 0 or "" included:
+    `is None` means "not given", never `or`), validated like the file."""
+    flags = {name: getattr(args, name, None) for name in _FROM_SETTINGS}
+    t = settings.replace("train", **{k: v for k, v in flags.items() if v is not None}).train
+    task = t.task if args.task is None else args.task
     tasks = ("emotion", "sentiment") if task == "both" else (task,)
-    model = args.model or settings.model.name
+    model = settings.model.name if args.model is None else args.model
     clip_pretrained = args.clip_pretrained
     if clip_pretrained is None and settings.clip.model == load_model_config(model).clip_model:
         clip_pretrained = settings.clip.pretrained or None
-    out = args.out or Path(t.out_dir) / f"{model}-{task}"
-    data = args.data or ["synthetic"]
-    return TrainOptions(
+    out = Path(t.out_dir) / f"{model}-{task}" if args.out is None else args.out
+    data = ["synthetic"] if args.data is None else args.data
+    return TrainOptions.from_settings(
+        t,
         data=data[0] if len(data) == 1 else tuple(data),
         out_dir=Path(out),
         model=model,
         tasks=tasks,
-        query_word=getattr(args, "query_word", None) or t.query_word,
-        epochs=args.epochs or t.epochs,
-        batch_size=args.batch_size or t.batch_size,
-        lr=args.lr or t.lr,
-        weight_decay=t.weight_decay,
-        seed=t.seed if args.seed is None else args.seed,
-        device=args.device or t.device,
         resume=getattr(args, "resume", False),
         emotion_labels=args.emotion_labels,
         clip_pretrained=clip_pretrained,

@@ -18,6 +18,7 @@ computes them once, and every later eval-mode forward costs only adapters + deco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,9 +34,24 @@ from merclip.heads import EmotionHead, SentimentHead, TaskOutput
 from merclip.minilm import MiniLm, MiniLmTextTower, load_minilm
 from merclip.prompts import LabelEncoder, QueryEncoder, TextTower
 
-__all__ = ["MerClip", "TaskOutput", "create_model"]
+__all__ = ["HEADS", "MerClip", "TaskOutput", "create_model"]
 
 log = logging.getLogger(__name__)
+
+
+def _emotion_head(config: MerClipConfig) -> nn.Module:
+    return EmotionHead(len(config.emotion_labels), config.emotion_norm, config.emotion_threshold)
+
+
+def _sentiment_head(config: MerClipConfig) -> nn.Module:
+    return SentimentHead(config.logit_scale_init)
+
+
+HEADS: dict[str, Callable[[MerClipConfig], nn.Module]] = {
+    "emotion": _emotion_head,
+    "sentiment": _sentiment_head,
+}
+"""The head of each task (config.TASKS), built from the config."""
 
 
 class TaskModule(nn.Module):
@@ -47,13 +63,7 @@ class TaskModule(nn.Module):
         super().__init__()
         self.labels = LabelEncoder(tower, list(config.labels(task)), config.n_ctx, config.ctx_init)
         self.query = QueryEncoder(tower, config.query_word(task), config.n_ctx)
-        self.head: nn.Module
-        if task == "emotion":
-            self.head = EmotionHead(
-                len(config.emotion_labels), config.emotion_norm, config.emotion_threshold
-            )
-        else:
-            self.head = SentimentHead(config.logit_scale_init)
+        self.head = HEADS[task](config)
 
 
 class MerClip(nn.Module):

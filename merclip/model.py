@@ -127,16 +127,24 @@ class MerClip(nn.Module):
     # -- text side (input-independent) -----------------------------------------------------------
     def encode_task(self, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(label embeddings Z^L (C, D), projected query (T_q, W)); cached when available."""
-        if task in self._cache and not self.training:
-            return self._cache[task]
+        cached = self._cache.get(task)
+        if cached is not None and not self.training and self._fits(cached[1]):
+            return cached
         tm = self.task_modules[task]
         labels = tm.labels(self.text).float()  # (C, D)
         query = self.query_proj(tm.query(self.text).float())  # (T_q, W)
         return labels, query
 
+    def _fits(self, query: torch.Tensor) -> bool:
+        """Whether a cached query was computed on the device and dtype the model has now: after
+        a .to(device) / .half() the cache is stale and is recomputed rather than reused."""
+        weight = self.query_proj.weight
+        return query.device == weight.device and query.dtype == weight.dtype
+
     @torch.no_grad()
     def cache_encodings(self) -> None:
-        """Compute every task's label and query encodings once (eval mode); cleared by train()."""
+        """Compute every task's label and query encodings once (eval mode). Cleared by train()
+        and load_state_dict(); not used after a move to another device or dtype (`_fits`)."""
         self.eval()
         self._cache = {}
         self._cache = {t: self.encode_task(t) for t in self.tasks}
@@ -154,10 +162,6 @@ class MerClip(nn.Module):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._cache = {}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> MerClip:
-        self._cache = {}  # .to(device) / .half(): cached tensors would be stale
-        return super()._apply(fn, recurse)
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(

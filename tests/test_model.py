@@ -244,6 +244,21 @@ def test_cached_encodings_match_and_clear_on_train(clip: ClipBackbone) -> None:
     assert m._cache == {}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cached_encodings_are_not_reused_on_another_device(clip: ClipBackbone) -> None:
+    m = _model(clip)
+    batch = collate(_samples(2), m.dims)
+    m.cache_encodings()
+    before = m(batch, "emotion").probs
+    try:
+        with torch.no_grad():
+            moved = m.to("cuda")(batch.to("cuda"), "emotion").probs.cpu()
+    finally:
+        m.to("cpu")  # the module's CLIP shares the text tower
+    assert torch.allclose(moved, before, atol=1e-4)
+
+
 def test_single_task_model(clip: ClipBackbone) -> None:
     m = _model(clip, tasks=["sentiment"])
     assert m.tasks == ("sentiment",)

@@ -23,7 +23,12 @@ from PIL import Image
 
 from merclip.errors import ConfigError
 
-__all__ = ["ClipBackbone", "load_clip", "register_bundled_clip_configs"]
+__all__ = [
+    "ClipBackbone",
+    "load_clip",
+    "register_bundled_clip_configs",
+    "truncated_text_transformer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,28 @@ def register_bundled_clip_configs() -> None:
         if not _registered:
             open_clip.add_model_config(_CONFIG_DIR)
             _registered = True
+
+
+def truncated_text_transformer(text: Any, embeddings: torch.Tensor, length: int) -> torch.Tensor:
+    """CLIP's text transformer over the first `length` token embeddings (B, 77, W) → (B, L, D).
+
+    `text` is an open_clip CLIP or a `merclip.prompts.TextTower`: anything with CLIP's
+    `positional_embedding`, `transformer`, `ln_final`, `text_projection` and causal `attn_mask`.
+    This is the one implementation behind the live language features (`ClipBackbone`) and the
+    MER-CLIP label and query encoders (`TextTower`), so both see the same numbers.
+
+    Positional embeddings, causal mask, final norm and projection are applied, so row `i` is
+    what CLIP would pool if the EOT token stood at `i`. Differentiable (prompt learning).
+    Cutting at `length`: with a causal mask, positions after the last EOT cannot change any
+    output up to it, so keeping only the first L positions is exact and ~7x cheaper. Inputs are
+    cast to the transformer's dtype (`get_cast_dtype`), as open_clip's `encode_text` does.
+    """
+    cast = text.transformer.get_cast_dtype()
+    x = embeddings[:, :length].to(cast) + text.positional_embedding[:length].to(cast)  # (B, L, W)
+    x = text.transformer(x, attn_mask=text.attn_mask[:length, :length])
+    x = text.ln_final(x)  # (B, L, W)
+    proj = text.text_projection
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj  # (B, L, D)
 
 
 @dataclass
@@ -83,22 +110,10 @@ class ClipBackbone:
         return self.model.encode_image(batch).float()
 
     def text_transformer(self, embeddings: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Run the text transformer over token embeddings (B, 77, W) → projected (B, L, D).
-
-        Positional embeddings, causal mask, final norm and projection are applied, so row `i` is
-        what CLIP would pool if the EOT token stood at `i`. Differentiable (prompt learning).
-        `length` keeps only the first L positions: with a causal mask, positions after the last
-        EOT cannot change any output up to it, so cutting them is exact and several times faster.
-        """
-        m = self.model
+        """CLIP's text transformer over token embeddings (B, 77, W) → projected (B, L, D); see
+        `truncated_text_transformer` (`length` None = all positions)."""
         n = embeddings.shape[1] if length is None else length
-        cast = m.transformer.get_cast_dtype()
-        x = embeddings[:, :n].to(cast) + m.positional_embedding[:n].to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
-        x = m.ln_final(x)  # (B, L, W)
-        proj = m.text_projection
-        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-        return x  # (B, L, D)
+        return truncated_text_transformer(self.model, embeddings, n)
 
     def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.token_embedding(tokens)  # (B, 77, W)
@@ -143,6 +158,7 @@ def load_clip(name: str, pretrained: str = "", device: str | torch.device = "cpu
             "prediction is meaningless. Set clip.pretrained to a tag (e.g. 'openai') or a file.",
             name,
         )
+    # Guard: open_clip's factory logs on the root logger itself; keep the level the CLI set.
     prev = logging.getLogger("root").level
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=source, device=device

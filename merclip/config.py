@@ -3,6 +3,7 @@
 Like open_clip's model_configs/: one JSON file per architecture, a frozen dataclass, and a new
 option is a config field (never a `force_*` argument). Everything the paper leaves open (widths,
 layer counts, the emotion normalisation, the query pooling) is a field with a documented default.
+`add_model_config(path)` registers JSON files outside the package (open_clip has the same call).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any, get_type_hints
 
 from merclip.batch import MODALITIES
 from merclip.errors import ConfigError
+from merclip.labels import EMOTION_LABELS, EMOTION_THRESHOLD, SENTIMENT_LABELS
 from merclip.typed_config import check, coerce
 
 __all__ = [
     "FEATURE_SPACES",
     "TASKS",
     "MerClipConfig",
+    "add_model_config",
     "config_from_dict",
     "list_model_configs",
     "load_model_config",
@@ -29,6 +32,8 @@ __all__ = [
 TASKS: tuple[str, ...] = ("emotion", "sentiment")
 FEATURE_SPACES: tuple[str, ...] = ("live", "live-pretrained", "benchmark")
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
+_config_paths: list[Path] = [_CONFIG_DIR]
+"""Where named configs are found: the package's directory, then `add_model_config` paths."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,8 @@ class MerClipConfig:
     tokens; otherwise the context starts from N(0, 0.02)."""
     order: tuple[str, ...] = ("language", "visual", "audio")
     """Modality order of the cross-modal decoder stages (paper: L, V, A)."""
-    emotion_labels: tuple[str, ...] = ("happy", "sad", "anger", "surprise", "disgust", "fear")
-    sentiment_labels: tuple[str, ...] = ("negative", "positive")
+    emotion_labels: tuple[str, ...] = EMOTION_LABELS
+    sentiment_labels: tuple[str, ...] = SENTIMENT_LABELS
     emotion_query_word: str = "Emotion"
     sentiment_query_word: str = "Sentiment"
     """Query words ("" = learnable prompts only)."""
@@ -80,7 +85,10 @@ class MerClipConfig:
     standardisation (BatchNorm1d without affine; running statistics at inference). "sample":
     z-score across the labels of each sample (no state). "pattern": "batch" with one set of
     statistics per evidence pattern (heads.py)."""
-    emotion_threshold: float = 0.6
+    emotion_threshold: float = EMOTION_THRESHOLD
+    """Probability at or above which an emotion is predicted (`EmotionHead`, training and
+    evaluation); when serving, the setting `model.emotion_threshold` wins and the Predictor
+    applies it to the loaded model."""
     logit_scale_init: float = 1.0 / 0.07
     """Initial exp(logit scale) of the sentiment head (CLIP's value)."""
     pooling: str = "eot"
@@ -159,11 +167,13 @@ def config_from_dict(values: dict[str, Any], source: str = "model config") -> Me
 
 
 def load_model_config(name: str) -> MerClipConfig:
-    """The named config merclip/model_configs/<name>.json (its `name` is the file stem)."""
-    path = _CONFIG_DIR / f"{name}.json"
-    if not path.is_file():
+    """The named config `<name>.json` (its `name` is the file stem): from merclip/model_configs/
+    or a path given to `add_model_config`."""
+    path = _config_files().get(name)
+    if path is None:
         raise ConfigError(
-            f"unknown MER-CLIP model config {name!r} (known: {', '.join(list_model_configs())})"
+            f"unknown MER-CLIP model config {name!r} (known: {', '.join(list_model_configs())}; "
+            "register your own JSON with merclip.config.add_model_config(path))"
         )
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
@@ -173,4 +183,28 @@ def load_model_config(name: str) -> MerClipConfig:
 
 
 def list_model_configs() -> list[str]:
-    return sorted(p.stem for p in _CONFIG_DIR.glob("*.json"))
+    return sorted(_config_files())
+
+
+def add_model_config(path: str | Path) -> None:
+    """Register named configs outside the package: a `<name>.json` file, or a directory of them.
+
+    Like `open_clip.add_model_config`: the configs are then known to `load_model_config`,
+    `list_model_configs` and `create_model` by their file stems; a later path's config wins over
+    an earlier one of the same name. Files are read (and checked) when a config is loaded.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix != ".json":
+        raise ConfigError(f"model config {path} must be a .json file")
+    if not path.exists():
+        raise ConfigError(f"model config path {path} does not exist")
+    _config_paths.append(path)
+
+
+def _config_files() -> dict[str, Path]:
+    """{name: file} over every registered path, later paths winning."""
+    files: dict[str, Path] = {}
+    for path in _config_paths:
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            files[file.stem] = file
+    return files

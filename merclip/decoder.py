@@ -7,6 +7,15 @@ cross-attention to the modality, MLP, residuals).
 
 A sample whose modality is absent (all-False mask) skips that stage's cross-attention: its
 cross-attention residual is exactly zero, so it never attends to padding and never makes NaN.
+
+Initialisation is PyTorch's default, on purpose: `nn.Linear` Kaiming-uniform, `nn.
+MultiheadAttention` Xavier-uniform in-projection with zero biases, `nn.LayerNorm` 1 and 0, here
+and for `query_proj` / `out_proj` in model.py. The shipped checkpoint and every result in
+docs/TRAINING.md were trained from exactly this, and the decoder is shallow (`config.layers`
+pre-norm blocks per modality, 1 in the shipped configs), so nanoGPT's `_init_weights` (N(0, 0.02),
+depth-scaled output projections) is not needed; adding one would change every trained result.
+The only explicit initialisations are the prompt contexts (prompts.py `_init_context`) and the
+sentiment logit scale (heads.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ computes them once, and every later eval-mode forward costs only adapters + deco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,9 +34,24 @@ from merclip.heads import EmotionHead, SentimentHead, TaskOutput
 from merclip.minilm import MiniLm, MiniLmTextTower, load_minilm
 from merclip.prompts import LabelEncoder, QueryEncoder, TextTower
 
-__all__ = ["MerClip", "TaskOutput", "create_model"]
+__all__ = ["HEADS", "MerClip", "TaskOutput", "create_model"]
 
 log = logging.getLogger(__name__)
+
+
+def _emotion_head(config: MerClipConfig) -> nn.Module:
+    return EmotionHead(len(config.emotion_labels), config.emotion_norm, config.emotion_threshold)
+
+
+def _sentiment_head(config: MerClipConfig) -> nn.Module:
+    return SentimentHead(config.logit_scale_init)
+
+
+HEADS: dict[str, Callable[[MerClipConfig], nn.Module]] = {
+    "emotion": _emotion_head,
+    "sentiment": _sentiment_head,
+}
+"""The head of each task (config.TASKS), built from the config."""
 
 
 class TaskModule(nn.Module):
@@ -47,13 +63,7 @@ class TaskModule(nn.Module):
         super().__init__()
         self.labels = LabelEncoder(tower, list(config.labels(task)), config.n_ctx, config.ctx_init)
         self.query = QueryEncoder(tower, config.query_word(task), config.n_ctx)
-        self.head: nn.Module
-        if task == "emotion":
-            self.head = EmotionHead(
-                len(config.emotion_labels), config.emotion_norm, config.emotion_threshold
-            )
-        else:
-            self.head = SentimentHead(config.logit_scale_init)
+        self.head = HEADS[task](config)
 
 
 class MerClip(nn.Module):
@@ -106,19 +116,35 @@ class MerClip(nn.Module):
             raise ConfigError(f"task {task!r} is not in this model (it has {list(self.tasks)})")
         return task
 
+    def set_emotion_threshold(self, threshold: float) -> None:
+        """Predict emotions at `threshold` (config and head), e.g. the service's setting."""
+        self.config = self.config.replace(emotion_threshold=threshold)
+        if "emotion" in self.task_modules:
+            head = self.task_modules["emotion"].head
+            assert isinstance(head, EmotionHead)
+            head.threshold = threshold
+
     # -- text side (input-independent) -----------------------------------------------------------
     def encode_task(self, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(label embeddings Z^L (C, D), projected query (T_q, W)); cached when available."""
-        if task in self._cache and not self.training:
-            return self._cache[task]
+        cached = self._cache.get(task)
+        if cached is not None and not self.training and self._fits(cached[1]):
+            return cached
         tm = self.task_modules[task]
         labels = tm.labels(self.text).float()  # (C, D)
         query = self.query_proj(tm.query(self.text).float())  # (T_q, W)
         return labels, query
 
+    def _fits(self, query: torch.Tensor) -> bool:
+        """Whether a cached query was computed on the device and dtype the model has now: after
+        a .to(device) / .half() the cache is stale and is recomputed rather than reused."""
+        weight = self.query_proj.weight
+        return query.device == weight.device and query.dtype == weight.dtype
+
     @torch.no_grad()
     def cache_encodings(self) -> None:
-        """Compute every task's label and query encodings once (eval mode); cleared by train()."""
+        """Compute every task's label and query encodings once (eval mode). Cleared by train()
+        and load_state_dict(); not used after a move to another device or dtype (`_fits`)."""
         self.eval()
         self._cache = {}
         self._cache = {t: self.encode_task(t) for t in self.tasks}
@@ -136,10 +162,6 @@ class MerClip(nn.Module):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._cache = {}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> MerClip:
-        self._cache = {}  # .to(device) / .half(): cached tensors would be stale
-        return super()._apply(fn, recurse)
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(

@@ -26,7 +26,9 @@ from merclip.batch import MODALITIES, ModalityBatch, Sample, collate
 from merclip.checkpoint import checkpoint_version, load_checkpoint, resolve_checkpoint
 from merclip.clip_backbone import ClipBackbone, load_clip, register_bundled_clip_configs
 from merclip.config import load_model_config
+from merclip.devices import resolve_device
 from merclip.errors import ConfigError, MerClipError
+from merclip.feature_spaces import LIVE_AUDIO_DIM, LIVE_PRETRAINED_DIMS
 from merclip.heads import TaskOutput
 from merclip.model import MerClip
 from merclip.settings import MerClipSettings
@@ -43,12 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LIVE_AUDIO_DIM = 64
-"""Width of the live audio features (workers/features/audio_features.py AUDIO_FEATURE_DIM)."""
-LIVE_PRETRAINED_DIMS: dict[str, int] = {"language": 384, "visual": 135, "audio": LIVE_AUDIO_DIM}
-"""Widths of the live-pretrained space: MiniLM (merclip/minilm.py), FER expression features
-(workers/features/expression.py FEATURE_DIM), log-mel. tests/test_feature_spaces.py pins them."""
 
 
 class FeatureDimensionError(MerClipError, ValueError):
@@ -84,12 +80,6 @@ def feature_dims(settings: MerClipSettings) -> dict[str, int]:
     if settings.features.space == "live":
         return live_dims(settings.clip.model)
     return dict(LIVE_PRETRAINED_DIMS)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Predictor:
@@ -133,7 +123,7 @@ class Predictor:
 
         `clip` (zero-shot only) reuses an already loaded CLIP instead of loading settings.clip.
         """
-        device = _device(settings.inference.device)
+        device = resolve_device(settings.inference.device, "inference.device")
         threshold = settings.model.emotion_threshold
         space = settings.features.space
         dims = feature_dims(settings)
@@ -146,6 +136,7 @@ class Predictor:
                 expect_dims=dims,
                 device=device,
             )
+            model.set_emotion_threshold(threshold)  # the service setting wins over the config's
             if space == "live" and model.clip_pretrained != settings.clip.pretrained:
                 log.warning(
                     "checkpoint %s was trained on CLIP weights %r, ingest uses %r: predictions "

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from merclip.clip_backbone import ClipBackbone
+from merclip.clip_backbone import ClipBackbone, truncated_text_transformer
 
 __all__ = ["LabelEncoder", "QueryEncoder", "TextTower"]
 
@@ -59,14 +59,10 @@ class TextTower(nn.Module):
     def forward(self, embeddings: torch.Tensor, length: int) -> torch.Tensor:
         """Token embeddings (N, 77, W) → projected outputs (N, length, D).
 
-        Only the first `length` positions are run: with CLIP's causal mask, positions after the
-        longest EOT cannot change any output up to it, so cutting them is exact and ~7x cheaper.
+        Only the first `length` positions are run (exact under CLIP's causal mask, ~7x cheaper):
+        `clip_backbone.truncated_text_transformer`, the same code the live language features use.
         """
-        x = embeddings[:, :length] + self.positional_embedding[:length]  # (N, L, W)
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-        x = self.ln_final(x)
-        proj: Any = self.text_projection
-        return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # (N, L, D)
+        return truncated_text_transformer(self, embeddings, length)  # (N, L, D)
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Index of the end-of-text token per row (it has the largest id in CLIP's vocab)."""

@@ -10,8 +10,9 @@ imports the service layer above it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
+from merclip.labels import EMOTION_THRESHOLD
 from merclip.typed_config import check
 
 __all__ = [
@@ -30,7 +31,10 @@ class ModelSettings:
     checkpoint: str = "bundled"
     """Trained checkpoint: "bundled" = the one shipped in merclip/checkpoints/, a path, or empty
     for CLIP zero-shot (features.space "live" only)."""
-    emotion_threshold: float = 0.6
+    emotion_threshold: float = EMOTION_THRESHOLD
+    """Probability at or above which the service reports an emotion; it wins over the served
+    model's own `MerClipConfig.emotion_threshold` (the Predictor applies it to the model) and
+    defaults to the paper's 0.6 (merclip/labels.py), the default of that field too."""
 
     def validate(self) -> None:
         check(0.0 < self.emotion_threshold < 1.0, "model.emotion_threshold", "must be in (0, 1)")
@@ -90,3 +94,6 @@ class MerClipSettings(Protocol):
     def train(self) -> TrainSettings: ...
     @property
     def inference(self) -> _HasDevice: ...
+    def replace(self, section: str, **values: Any) -> Self:
+        """A copy with some keys of one section changed, validated like the file."""
+        ...

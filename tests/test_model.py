@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from merclip import config as config_module
 from merclip.batch import Sample, collate
 from merclip.clip_backbone import ClipBackbone, load_clip
-from merclip.config import MerClipConfig, list_model_configs, load_model_config
+from merclip.config import MerClipConfig, add_model_config, list_model_configs, load_model_config
 from merclip.decoder import with_summary_rows
 from merclip.errors import ConfigError
 from merclip.heads import EmotionHead, pattern_index, sample_normalise
@@ -241,6 +244,21 @@ def test_cached_encodings_match_and_clear_on_train(clip: ClipBackbone) -> None:
     assert m._cache == {}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cached_encodings_are_not_reused_on_another_device(clip: ClipBackbone) -> None:
+    m = _model(clip)
+    batch = collate(_samples(2), m.dims)
+    m.cache_encodings()
+    before = m(batch, "emotion").probs
+    try:
+        with torch.no_grad():
+            moved = m.to("cuda")(batch.to("cuda"), "emotion").probs.cpu()
+    finally:
+        m.to("cpu")  # the module's CLIP shares the text tower
+    assert torch.allclose(moved, before, atol=1e-4)
+
+
 def test_single_task_model(clip: ClipBackbone) -> None:
     m = _model(clip, tasks=["sentiment"])
     assert m.tasks == ("sentiment",)
@@ -349,3 +367,39 @@ def test_pattern_norm_standardises_each_evidence_pattern_among_its_own() -> None
     expect = EmotionHead.normalise(per_pattern, sim[:1], None)
     assert torch.allclose(per_pattern(sim[:1], None, all_three).logits, expect)
     assert pattern_index(present[:1]).item() == 2 and pattern_index(all_three).item() == 7
+
+
+def test_label_encoders_and_live_features_run_one_text_transformer(clip: ClipBackbone) -> None:
+    """TextTower (labels, query) and ClipBackbone (live language features) give the same rows."""
+    m = _model(clip)
+    tokens = clip.tokenize(["a happy face", "so sad"])
+    emb = clip.token_embedding(tokens)
+    length = int(clip.eot_positions(tokens).max()) + 1
+    with torch.no_grad():
+        assert torch.equal(m.text(emb, length), clip.text_transformer(emb, length))
+        # Cutting at the last EOT is exact: the full 77 positions give the same rows up to it.
+        full = clip.text_transformer(emb)[:, :length]
+    assert torch.allclose(full, clip.text_transformer(emb, length), atol=1e-5)
+
+
+def test_a_model_config_outside_the_package_can_be_registered(
+    clip: ClipBackbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_module, "_config_paths", list(config_module._config_paths))
+    values = {**load_model_config(TINY).to_dict(), "width": 32, "heads": 4}
+    del values["name"]
+    (tmp_path / "my-tiny.json").write_text(json.dumps(values), encoding="utf-8")
+    assert "my-tiny" not in list_model_configs()
+    add_model_config(tmp_path / "my-tiny.json")
+    assert "my-tiny" in list_model_configs() and TINY in list_model_configs()
+    cfg = load_model_config("my-tiny")
+    assert (cfg.name, cfg.width, cfg.heads) == ("my-tiny", 32, 4)
+    assert create_model("my-tiny", clip=clip).config.width == 32
+    # A directory registers every JSON in it; a missing path is an error naming it.
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "my-other.json").write_text(json.dumps(values), encoding="utf-8")
+    add_model_config(other)
+    assert "my-other" in list_model_configs()
+    with pytest.raises(ConfigError, match="no-such-dir"):
+        add_model_config(tmp_path / "no-such-dir")

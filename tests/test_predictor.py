@@ -11,6 +11,7 @@ import torch
 from merclip.batch import MODALITIES, Sample, collate
 from merclip.checkpoint import checkpoint_version, save_checkpoint
 from merclip.clip_backbone import ClipBackbone
+from merclip.config import MerClipConfig
 from merclip.errors import CheckpointMismatchError, ConfigError
 from merclip.model import create_model
 from merclip.predictor import FeatureDimensionError, Predictor
@@ -132,6 +133,23 @@ def test_threshold_from_settings(clip: ClipBackbone, tmp_path: Path) -> None:
     assert predictor.threshold == 0.01
     (pred,) = predictor.predict(_live_samples(clip)[:1])
     assert pred.emotions == predictor.emotion_labels  # every sigmoid is above 0.01
+
+
+def test_the_service_threshold_wins_over_the_model_config(
+    clip: ClipBackbone, tmp_path: Path
+) -> None:
+    """model.emotion_threshold decides, and the served model's own prediction agrees."""
+    torch.manual_seed(0)
+    model = create_model("merclip-tiny-live", clip=clip, emotion_threshold=0.9)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    settings = _settings(checkpoint=str(path)).replace("model", emotion_threshold=0.01)
+    predictor = Predictor.from_settings(settings)
+    assert predictor.model.config.emotion_threshold == 0.01
+    samples = _live_samples(clip)[:1]
+    out = predictor.model(predictor.batch(samples), "emotion")
+    assert out.prediction.bool().all()  # every sigmoid is above 0.01
+    # One default for both: the paper's 0.6.
+    assert Settings().model.emotion_threshold == MerClipConfig().emotion_threshold == 0.6
 
 
 def test_checkpoint_for_other_features_is_refused(clip: ClipBackbone, tmp_path: Path) -> None:

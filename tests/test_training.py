@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 from pathlib import Path
@@ -15,8 +16,15 @@ from merclip.data.live_dataset import LiveDatasetWriter
 from merclip.data.synthetic import SyntheticSpec, make_synthetic
 from merclip.errors import ConfigError
 from merclip.training.ablate import ablate
-from merclip.training.train import TrainOptions, selection_score, train
+from merclip.training.train import (
+    TrainOptions,
+    add_arguments,
+    options_from_args,
+    selection_score,
+    train,
+)
 from workers.app.cli import main
+from workers.app.settings import Settings
 
 # Small enough for ~10-15 s per task on 2 shared cores; one thread avoids oversubscription.
 SMALL = SyntheticSpec(n_train=384, n_valid=64, n_test=128)
@@ -246,3 +254,25 @@ def test_selection_weighs_each_dataset_alike_not_each_sample() -> None:
     }
     assert selection_score(pooled) == pytest.approx(0.60)
     assert selection_score(pooled, by_dataset) == pytest.approx((0.62 + 0.40 + 0.70 + 0.30) / 4)
+
+
+def test_every_given_flag_reaches_the_options_a_zero_included() -> None:
+    """A flag given as 0 is that value, never the [train] default (no `flag or default`)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = Settings().replace("train", seed=5, weight_decay=0.05)
+    opts = options_from_args(parser.parse_args(["--weight-decay", "0", "--seed", "0"]), settings)
+    assert (opts.weight_decay, opts.seed) == (0.0, 0)
+    opts = options_from_args(parser.parse_args(["--epochs", "3", "--lr", "0.01"]), settings)
+    assert (opts.epochs, opts.lr, opts.weight_decay, opts.seed) == (3, 0.01, 0.05, 5)
+    defaults = options_from_args(parser.parse_args([]), Settings())
+    t = Settings().train
+    assert (defaults.epochs, defaults.batch_size, defaults.lr, defaults.weight_decay) == (
+        t.epochs,
+        t.batch_size,
+        t.lr,
+        t.weight_decay,
+    )
+    # Flags are checked like the file: a learning rate of 0 is refused, not replaced.
+    with pytest.raises(ConfigError, match="train.lr must be > 0"):
+        options_from_args(parser.parse_args(["--lr", "0"]), Settings())

@@ -268,7 +268,7 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def _build(cls: type[Any], body: dict[str, Any], kind: str) -> Any:
+def _build(cls: type, body: dict[str, Any], kind: str) -> Any:
     """cls(**body) after checking the field names and the type of every value."""
     names = {f.name for f in dataclasses.fields(cls)}
     required = {

@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from merclip.errors import DatasetError
+from merclip.labels import EMOTION_LABELS
 
 __all__ = ["EMOTION_LABELS", "SDK_COLUMNS", "clip_key", "load_emotion_labels"]
 
 log = logging.getLogger(__name__)
 
-EMOTION_LABELS: tuple[str, ...] = ("happy", "sad", "anger", "surprise", "disgust", "fear")
-"""The six CMU-MOSEI emotions in the order of the SDK's columns 1..6 (and of every multi-hot)."""
-
+# EMOTION_LABELS (merclip/labels.py) is the six emotions in the order of the SDK's columns 1..6.
 SDK_COLUMNS: tuple[str, ...] = ("sentiment", *EMOTION_LABELS)
 
 _KEY = re.compile(r"^(?P<video>.+?)(?:\[(?P<b>\d+)\]|\$_\$(?P<m>\d+))$")

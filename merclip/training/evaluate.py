@@ -26,6 +26,7 @@ import torch
 from merclip.batch import Sample, collate
 from merclip.checkpoint import load_checkpoint, resolve_checkpoint
 from merclip.data.sources import load_data
+from merclip.devices import resolve_device
 from merclip.errors import DatasetError
 from merclip.model import MerClip
 from merclip.settings import MerClipSettings
@@ -43,20 +44,10 @@ __all__ = [
     "evaluate_model",
     "has_task_labels",
     "predict",
-    "resolve_device",
     "run",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DatasetError("device 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def has_task_labels(sample: Sample, task: str) -> bool:
@@ -164,7 +155,7 @@ def evaluate_checkpoint(
     """Evaluate, write `report.json` and plots into `out_dir`, return the report."""
     from merclip.training.plots import plot_confusion, plot_per_label_f1, plot_training_curves
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device / train.device")
     checkpoint = resolve_checkpoint(str(checkpoint))
     model = load_checkpoint(checkpoint, device=dev)
     if seed is None:  # synthetic data must be regenerated with the training seed

@@ -36,16 +36,12 @@ from merclip.clip_backbone import load_clip
 from merclip.config import MerClipConfig, load_model_config
 from merclip.data.sources import DataSource, load_sources
 from merclip.data.synthetic import SyntheticSpec
+from merclip.devices import resolve_device
 from merclip.errors import ConfigError, DatasetError
 from merclip.minilm import load_minilm
 from merclip.model import MerClip
-from merclip.settings import MerClipSettings
-from merclip.training.evaluate import (
-    baseline_metrics,
-    evaluate_model,
-    has_task_labels,
-    resolve_device,
-)
+from merclip.settings import MerClipSettings, TrainSettings
+from merclip.training.evaluate import baseline_metrics, evaluate_model, has_task_labels
 from merclip.training.mixing import epoch_samples, group_of
 
 __all__ = [
@@ -101,6 +97,25 @@ class TrainOptions:
     """A larger dataset contributes a fresh random subset of this size per epoch (mixing.py)."""
     limit_per_class: int | None = None
     """Raw emotion datasets: keep the first N items per class (quick runs, tests)."""
+
+    @classmethod
+    def from_settings(cls, train: TrainSettings, **fields: Any) -> TrainOptions:
+        """Options whose fields shared with the [train] section (`_FROM_SETTINGS`) come from
+        `train`, with the command-line flags already in it (`Settings.replace`); `fields` sets
+        the rest."""
+        return cls(**{name: getattr(train, name) for name in _FROM_SETTINGS}, **fields)
+
+
+_FROM_SETTINGS: tuple[str, ...] = (
+    "query_word",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "device",
+)
+"""The TrainOptions fields that are also [train] settings (`TrainSettings`), same names."""
 
 
 @dataclass
@@ -240,8 +255,49 @@ def train(opts: TrainOptions) -> TrainResult:
     _seed_everything(opts.seed)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device, "--device / train.device")
     out = Path(opts.out_dir)
+    splits, config = _load_splits(opts)
+    model, state, history = _start_or_resume(opts, config, splits.source, out, device)
+    out.mkdir(parents=True, exist_ok=True)
+    loop = _make_loop(opts, model, splits.train, device, state)
+    for epoch in range(loop.start_epoch, opts.epochs + 1):
+        t0 = time.perf_counter()
+        losses = _train_epoch(opts, model, splits.train, loop, epoch, device)
+        record, metrics = _validate(opts, model, splits, loop, epoch, losses, device, t0)
+        history["epochs"].append(record)
+        _keep_best(opts, model, out, loop, record, metrics, splits.eval_name, history)
+        log.info(
+            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid score %.4f%s (%.1fs)",
+            epoch,
+            opts.epochs,
+            record["train_loss"],
+            record["valid_loss"],
+            record["score"],
+            " (best)" if loop.best_epoch == epoch else "",
+            record["seconds"],
+        )
+        if opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
+            break
+    return _test_best(opts, out, splits, loop, history, device)
+
+
+@dataclass
+class _Splits:
+    """The run's data: the samples to train on, validate on (model selection) and test on."""
+
+    source: DataSource
+    train: list[Sample]
+    """Training samples with labels of at least one of the run's tasks."""
+    valid: list[Sample]
+    valid_tasks: list[str]
+    """Tasks the validation split has labels of: a task without them is trained, not scored."""
+    eval_name: str
+    test_name: str
+
+
+def _load_splits(opts: TrainOptions) -> tuple[_Splits, MerClipConfig]:
+    """Load the data and build the run's model config from it (dims, feature space)."""
     probe = load_model_config(opts.model)
     source = load_sources(
         opts.data,
@@ -262,7 +318,14 @@ def train(opts: TrainOptions) -> TrainResult:
     if not valid_tasks:
         raise DatasetError(f"{opts.data}: the {eval_name!r} split has no labels of {opts.tasks}")
     test_name = "test" if source.splits.get("test") else eval_name
+    return _Splits(source, train_set, valid_set, valid_tasks, eval_name, test_name), config
 
+
+def _start_or_resume(
+    opts: TrainOptions, config: MerClipConfig, source: DataSource, out: Path, device: torch.device
+) -> tuple[MerClip, dict[str, Any] | None, dict[str, Any]]:
+    """(model, saved training state or None, history): from OUT/last.pt with --resume, else a
+    new model and an empty history."""
     last_path, state_path = out / "last.pt", out / "train_state.pt"
     if opts.resume and last_path.is_file() and state_path.is_file():
         model = load_checkpoint(last_path, device=device)
@@ -274,32 +337,75 @@ def train(opts: TrainOptions) -> TrainResult:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         history = json.loads((out / "history.json").read_text(encoding="utf-8"))
         log.info("resuming %s from epoch %d", out, state["epoch"])
-    else:
-        if opts.resume:
-            log.warning("--resume: no last.pt/train_state.pt in %s, starting fresh", out)
-        pretrained = opts.clip_pretrained
-        if pretrained is None:
-            pretrained = str(source.meta.get("clip_pretrained", "")) if source.meta else ""
-        backbone = (
-            load_minilm()
-            if config.text_tower == "minilm"
-            else load_clip(config.clip_model, pretrained)
-        )
-        model = MerClip(config, backbone).to(device)
-        state = None
-        history = {
-            "model": config.name,
-            "tasks": list(opts.tasks),
-            "data": _spec_text(opts.data),
-            "query_words": {t: config.query_word(t) for t in opts.tasks},
-            "selection_metric": "mean validation F1 ("
-            + ", ".join("micro" if t == "emotion" else "weighted" for t in opts.tasks)
-            + "; per dataset, then averaged, when several are trained together)",
-            "options": _jsonable(asdict(opts)),
-            "epochs": [],
-        }
-    out.mkdir(parents=True, exist_ok=True)
+        return model, state, history
+    if opts.resume:
+        log.warning("--resume: no last.pt/train_state.pt in %s, starting fresh", out)
+    pretrained = opts.clip_pretrained
+    if pretrained is None:
+        pretrained = str(source.meta.get("clip_pretrained", "")) if source.meta else ""
+    backbone = (
+        load_minilm() if config.text_tower == "minilm" else load_clip(config.clip_model, pretrained)
+    )
+    model = MerClip(config, backbone).to(device)
+    history = {
+        "model": config.name,
+        "tasks": list(opts.tasks),
+        "data": _spec_text(opts.data),
+        "query_words": {t: config.query_word(t) for t in opts.tasks},
+        "selection_metric": "mean validation F1 ("
+        + ", ".join("micro" if t == "emotion" else "weighted" for t in opts.tasks)
+        + "; per dataset, then averaged, when several are trained together)",
+        "options": _jsonable(asdict(opts)),
+        "epochs": [],
+    }
+    return model, None, history
 
+
+@dataclass
+class _Loop:
+    """What carries over from epoch to epoch (and, through train_state.pt, across --resume)."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.OneCycleLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    """Autocast dtype on CUDA (bfloat16 where supported, else float16); None on the CPU."""
+    shuffle: torch.Generator
+    start_epoch: int = 1
+    best_score: float = -math.inf
+    best_epoch: int = 0
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """What train_state.pt holds after `epoch`."""
+        return {
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.shuffle.set_state(state["shuffle"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+
+
+def _make_loop(
+    opts: TrainOptions,
+    model: MerClip,
+    train_set: Sequence[Sample],
+    device: torch.device,
+    state: dict[str, Any] | None,
+) -> _Loop:
+    """AdamW with a one-cycle schedule over every step of the run, the gradient scaler, the
+    shuffle generator; restored from `state` when resuming."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     epoch_size = len(
@@ -321,119 +427,137 @@ def train(opts: TrainOptions) -> TrainResult:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     shuffle = torch.Generator().manual_seed(opts.seed)
-    start_epoch, best_score, best_epoch = 1, -math.inf, 0
+    loop = _Loop(params, optimizer, scheduler, scaler, amp_dtype, shuffle)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        shuffle.set_state(state["shuffle"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = int(state["epoch"]) + 1
-        best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        loop.restore(state)
+    return loop
 
-    for epoch in range(start_epoch, opts.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        pool = epoch_samples(
-            train_set,
-            np.random.default_rng([opts.seed, epoch]),
-            opts.min_share,
-            opts.compose,
-            opts.max_per_dataset,
-        )
-        order = torch.randperm(len(pool), generator=shuffle).tolist()
-        losses: list[float] = []
-        bar = tqdm(
-            range(0, len(order), opts.batch_size),
-            desc=f"epoch {epoch}/{opts.epochs}",
-            disable=not opts.progress,
-            leave=False,
-            file=sys.stderr,
-        )
-        for i in bar:
-            chunk = [pool[j] for j in order[i : i + opts.batch_size]]
-            loss = _batch_loss(model, chunk, opts.tasks, device, amp_dtype)
-            if loss is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler.last_epoch < scheduler.total_steps - 1:
-                scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        metrics = {
-            t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in valid_tasks
-        }
-        by_dataset = metrics_by_dataset(model, valid_set, valid_tasks, opts.batch_size, device)
-        score = selection_score(metrics, by_dataset)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
-            "valid_loss": _valid_loss(model, valid_set, opts.tasks, opts.batch_size, device),
-            "score": score,
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "valid": {t: _headline(m) for t, m in metrics.items()},
-        }
-        if by_dataset:
-            record["valid_by_dataset"] = {
-                d: {t: _headline(m) for t, m in ms.items()} for d, ms in by_dataset.items()
-            }
-        history["epochs"].append(record)
-        extra = _extra(opts, epoch, score, metrics, eval_name)
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            save_checkpoint(out / "best.pt", model, extra)
-        save_checkpoint(last_path, model, extra)
-        torch.save(
-            {
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "shuffle": shuffle.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-            },
-            state_path,
-        )
-        history["best_epoch"], history["best_score"] = best_epoch, best_score
-        (out / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
-        log.info(
-            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid score %.4f%s (%.1fs)",
-            epoch,
-            opts.epochs,
-            record["train_loss"],
-            record["valid_loss"],
-            score,
-            " (best)" if best_epoch == epoch else "",
-            record["seconds"],
-        )
-        if opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
-            break
 
+def _train_epoch(
+    opts: TrainOptions,
+    model: MerClip,
+    train_set: Sequence[Sample],
+    loop: _Loop,
+    epoch: int,
+    device: torch.device,
+) -> list[float]:
+    """One pass over this epoch's mix of the training samples; the per-step losses."""
+    model.train()
+    pool = epoch_samples(
+        train_set,
+        np.random.default_rng([opts.seed, epoch]),
+        opts.min_share,
+        opts.compose,
+        opts.max_per_dataset,
+    )
+    order = torch.randperm(len(pool), generator=loop.shuffle).tolist()
+    losses: list[float] = []
+    bar = tqdm(
+        range(0, len(order), opts.batch_size),
+        desc=f"epoch {epoch}/{opts.epochs}",
+        disable=not opts.progress,
+        leave=False,
+        file=sys.stderr,
+    )
+    for i in bar:
+        chunk = [pool[j] for j in order[i : i + opts.batch_size]]
+        loss = _batch_loss(model, chunk, opts.tasks, device, loop.amp_dtype)
+        if loss is None:
+            continue
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.unscale_(loop.optimizer)
+        torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        if loop.scheduler.last_epoch < loop.scheduler.total_steps - 1:
+            loop.scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses
+
+
+def _validate(
+    opts: TrainOptions,
+    model: MerClip,
+    splits: _Splits,
+    loop: _Loop,
+    epoch: int,
+    losses: list[float],
+    device: torch.device,
+    t0: float,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the epoch's history record with its selection score, the validation metrics per task)."""
+    valid_set, valid_tasks = splits.valid, splits.valid_tasks
+    metrics = {t: evaluate_model(model, valid_set, t, opts.batch_size, device) for t in valid_tasks}
+    by_dataset = metrics_by_dataset(model, valid_set, valid_tasks, opts.batch_size, device)
+    record = {
+        "epoch": epoch,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "valid_loss": _valid_loss(model, valid_set, opts.tasks, opts.batch_size, device),
+        "score": selection_score(metrics, by_dataset),
+        "lr": loop.scheduler.get_last_lr()[0],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "valid": {t: _headline(m) for t, m in metrics.items()},
+    }
+    if by_dataset:
+        record["valid_by_dataset"] = {
+            d: {t: _headline(m) for t, m in ms.items()} for d, ms in by_dataset.items()
+        }
+    return record, metrics
+
+
+def _keep_best(
+    opts: TrainOptions,
+    model: MerClip,
+    out: Path,
+    loop: _Loop,
+    record: dict[str, Any],
+    metrics: dict[str, dict[str, Any]],
+    eval_name: str,
+    history: dict[str, Any],
+) -> None:
+    """Checkpoint selection: best.pt when the score beats every earlier epoch's; last.pt,
+    train_state.pt and history.json after every epoch."""
+    epoch, score = int(record["epoch"]), float(record["score"])
+    extra = _extra(opts, epoch, score, metrics, eval_name)
+    if score > loop.best_score:
+        loop.best_score, loop.best_epoch = score, epoch
+        save_checkpoint(out / "best.pt", model, extra)
+    save_checkpoint(out / "last.pt", model, extra)
+    torch.save(loop.state(epoch), out / "train_state.pt")
+    history["best_epoch"], history["best_score"] = loop.best_epoch, loop.best_score
+    (out / "history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+
+
+def _test_best(
+    opts: TrainOptions,
+    out: Path,
+    splits: _Splits,
+    loop: _Loop,
+    history: dict[str, Any],
+    device: torch.device,
+) -> TrainResult:
+    """Test best.pt next to the label-frequency baseline; writes summary.json."""
     best = load_checkpoint(out / "best.pt", device=device)
-    test_set = source.split(test_name)
+    test_set = splits.source.split(splits.test_name)
     test: dict[str, Any] = {}
     for task in opts.tasks:
         if not any(has_task_labels(s, task) for s in test_set):
             continue
         test[task] = {
             "model": evaluate_model(best, test_set, task, opts.batch_size, device),
-            "baseline": baseline_metrics(train_set, test_set, task, best.labels(task)),
+            "baseline": baseline_metrics(splits.train, test_set, task, best.labels(task)),
         }
     summary = {
         "best_checkpoint": str(out / "best.pt"),
-        "best_epoch": best_epoch,
-        "best_valid_score": best_score,
-        "split": test_name,
+        "best_epoch": loop.best_epoch,
+        "best_valid_score": loop.best_score,
+        "split": splits.test_name,
         "test": test,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return TrainResult(out, out / "best.pt", best_epoch, best_score, history, test)
+    return TrainResult(out, out / "best.pt", loop.best_epoch, loop.best_score, history, test)
 
 
 def _headline(m: dict[str, Any]) -> dict[str, float]:
@@ -510,6 +634,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--weight-decay", type=float, default=None, help="AdamW weight decay (train.weight_decay)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument(
@@ -561,27 +688,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace, settings: MerClipSettings) -> TrainOptions:
-    t = settings.train
-    task = args.task or t.task
+    """[train] settings, overridden by every flag that was given (a given 0 or "" included:
+    `is None` means "not given", never `or`), validated like the file."""
+    flags = {name: getattr(args, name, None) for name in _FROM_SETTINGS}
+    t = settings.replace("train", **{k: v for k, v in flags.items() if v is not None}).train
+    task = t.task if args.task is None else args.task
     tasks = ("emotion", "sentiment") if task == "both" else (task,)
-    model = args.model or settings.model.name
+    model = settings.model.name if args.model is None else args.model
     clip_pretrained = args.clip_pretrained
     if clip_pretrained is None and settings.clip.model == load_model_config(model).clip_model:
         clip_pretrained = settings.clip.pretrained or None
-    out = args.out or Path(t.out_dir) / f"{model}-{task}"
-    data = args.data or ["synthetic"]
-    return TrainOptions(
+    out = Path(t.out_dir) / f"{model}-{task}" if args.out is None else args.out
+    data = ["synthetic"] if args.data is None else args.data
+    return TrainOptions.from_settings(
+        t,
         data=data[0] if len(data) == 1 else tuple(data),
         out_dir=Path(out),
         model=model,
         tasks=tasks,
-        query_word=getattr(args, "query_word", None) or t.query_word,
-        epochs=args.epochs or t.epochs,
-        batch_size=args.batch_size or t.batch_size,
-        lr=args.lr or t.lr,
-        weight_decay=t.weight_decay,
-        seed=t.seed if args.seed is None else args.seed,
-        device=args.device or t.device,
         resume=getattr(args, "resume", False),
         emotion_labels=args.emotion_labels,
         clip_pretrained=clip_pretrained,

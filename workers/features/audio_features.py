@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from merclip.feature_spaces import LIVE_AUDIO_DIM as AUDIO_FEATURE_DIM
+
 __all__ = [
     "AUDIO_FEATURE_DIM",
     "RELATIVE_DB",
@@ -37,7 +39,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AUDIO_FEATURE_DIM = 64
 SAMPLE_RATE = 16000
 SILENCE_DBFS = -50.0
 RELATIVE_DB = 10.0

@@ -61,7 +61,7 @@ class ClipEncoders:
         return self.clip.encode_text_tokens(list(texts))
 
     def faces(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        return self.clip.encode_images(list(crops)).cpu().numpy()  # type: ignore[arg-type]
+        return self.clip.encode_images(list(crops)).cpu().numpy()
 
 
 class PretrainedEncoders:

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from service_support import tiny_settings  # noqa: E402
-from stream_support import PatternVideoTrack, SineTrack, wait_for  # noqa: E402
+from service_helpers import tiny_settings  # noqa: E402
+from stream_helpers import PatternVideoTrack, SineTrack, wait_for  # noqa: E402
 
 from stream.clients.peer_client import connect_peer  # noqa: E402
 from workers.app.service import LiveService  # noqa: E402

@@ -2,7 +2,7 @@
 
 Both the events endpoint (`/events`, stream/app.py) and the dashboard feed (stream/dashboard.py)
 relay a Redis subscription to a browser, each through `serve_feed`. A pump task fills a bounded
-queue, so a slow page never stalls the subscription behind it: when the queue is full the oldest
+`DropOldestQueue`, so a slow page never stalls the subscription behind it: when the queue is full the oldest
 queued event is dropped and counted. A comment line every `keepalive_s` keeps proxies from
 closing an idle stream.
 
@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge
+
+from stream.drop_oldest import DropOldestQueue
 
 __all__ = [
     "EVENT_ID_RE",
@@ -176,38 +178,28 @@ async def _relay(
         }
     )
     await response.prepare(request)
-    queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue(queue_size)
-    dropped = 0
-
-    def put(item: Mapping[str, Any] | None) -> None:
-        nonlocal dropped
-        if queue.full():
-            queue.get_nowait()
-            dropped += 1
-            dropped_counter.inc()
-        queue.put_nowait(item)
+    queue: DropOldestQueue[Mapping[str, Any]] = DropOldestQueue(queue_size)
 
     async def pump() -> None:
         try:
             async for event in source:
-                put(event)
+                if queue.put(event) is not None:
+                    dropped_counter.inc()
         except Exception as exc:  # noqa: BLE001 - the feed ends; the client reconnects
             log.warning("%s feed ended: %s", what, exc)
         finally:
-            put(None)
+            queue.close()
 
     pump_task = asyncio.create_task(pump(), name=f"{what}-sse-pump")
     try:
         await response.write(b"retry: 2000\n\n")
         while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), keepalive_s)
-            except TimeoutError:
+            if not await queue.wait(keepalive_s):
                 await response.write(b": keep-alive\n\n")
                 continue
-            if event is None:
+            if not queue:  # closed, and everything before the end was sent
                 break
-            await response.write(sse_message(event))
+            await response.write(sse_message(queue.get_nowait()))
     except ConnectionResetError:
         pass  # the page went away
     finally:
@@ -218,8 +210,8 @@ async def _relay(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-        if dropped:
-            log.info("%s: dropped %d events for a slow page", what, dropped)
+        if queue.dropped:
+            log.info("%s: dropped %d events for a slow page", what, queue.dropped)
     return response
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from bus_helpers import make_event, prefix_on
-from stream_support import SineTrack, make_settings, running_server
+from stream_helpers import SineTrack, make_settings, running_server
 
 from merclip.errors import ConfigError
 from stream.auth import AuthError, auth_enabled, issue_token, verify_token

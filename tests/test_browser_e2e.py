@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromium
+from browser_helpers import ARTIFACTS, chromium, fake_media_args, require_chromium
 from media import SPEECH_TEXT, face_y4m, speech_wav
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 
 from workers.app.service import LiveService
 from workers.bus import Bus

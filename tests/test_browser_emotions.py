@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromium
+from browser_helpers import ARTIFACTS, chromium, fake_media_args, require_chromium
 from emotion_data import shared_data
 from media import read_wav_16k, speech_wav, write_wav_16k
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from browser_support import ARTIFACTS, chromium, fake_media_args, require_chromium
+from browser_helpers import ARTIFACTS, chromium, fake_media_args, require_chromium
 from bus_helpers import make_event
 from media import face_y4m, read_wav_16k
-from stream_support import make_settings, running_server, wait_for
+from stream_helpers import make_settings, running_server, wait_for
 
 from stream.app import REGISTRY
 from workers.schemas import Latency, Word
@@ -188,7 +188,7 @@ async def test_page_streams_camera_and_microphone_and_renders_events(
 
 
 async def test_page_reports_a_full_server(chromium_args: list[str]) -> None:
-    from stream_support import SineTrack
+    from stream_helpers import SineTrack
 
     from stream.clients.peer_client import connect_peer
 

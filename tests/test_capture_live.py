@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from media import SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 from test_capture import ArrayFrames, FedAudio
 
 from stream.clients.capture import capture
@@ -83,7 +83,7 @@ async def test_capture_reports_a_server_without_events_and_returns_its_result(
     media_dir: Path,
 ) -> None:
     # --seconds stops early, and an SSE route that refuses is a clear error, not a hang.
-    from stream_support import make_settings, running_server
+    from stream_helpers import make_settings, running_server
 
     async with running_server(make_settings()) as (url, app, sinks):
         result = await capture(
@@ -112,7 +112,7 @@ async def test_capture_says_when_the_server_cannot_be_reached() -> None:
 
 
 async def test_microphone_speech_reaches_the_server_at_its_level(media_dir: Path) -> None:
-    from stream_support import make_settings, running_server
+    from stream_helpers import make_settings, running_server
 
     speech = read_wav_16k(speech_wav(media_dir, SPEECH_TEXT))
     mic = FedAudio(16000, max_blocks=500)

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from browser_support import ARTIFACTS, chromium, require_chromium
+from browser_helpers import ARTIFACTS, chromium, require_chromium
 from bus_helpers import make_event, prefix_on
 from media import SPEECH_TEXT, face_video
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 
 from stream.clients.file import stream_file
 from workers.app.commands.dashboard import run_dashboard

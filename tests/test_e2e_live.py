@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_video
-from service_support import tiny_settings
-from stream_support import SineTrack
+from service_helpers import tiny_settings
+from stream_helpers import SineTrack
 
 from stream.app import REGISTRY
 from stream.clients.file import stream_file

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream_support import RecordingSink, SineTrack, make_settings
+from stream_helpers import RecordingSink, SineTrack, make_settings
 
 from stream.app import create_app
 from stream.auth import issue_token

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media import CONTINUOUS_SPEECH, SPEECH_TEXT, face_frame, read_wav_16k, speech_wav
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 
 from merclip.clip_backbone import ClipBackbone
 from stream.sink import SessionInfo

@@ -15,7 +15,7 @@ from bus_helpers import make_window, prefix_on
 from media import SPEECH_TEXT, face_video
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 
 from stream.clients.file import stream_file
 from workers.app.commands.infer import run_inference

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from media import SPEECH_TEXT, face_video, speech_wav
-from service_support import tiny_settings
+from service_helpers import tiny_settings
 
 from stream.clients.file import stream_file
 from workers.app.service import LiveService

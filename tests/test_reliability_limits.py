@@ -15,7 +15,7 @@ import json
 import aiohttp
 import pytest
 from bus_helpers import make_event, make_window, redis_clients
-from stream_support import SineTrack, wait_for
+from stream_helpers import SineTrack, wait_for
 
 from stream.app import REGISTRY
 from stream.clients.peer_client import connect_peer

@@ -12,8 +12,8 @@ import threading
 import weakref
 
 import pytest
-from service_support import tiny_settings
-from stream_support import PatternVideoTrack, SineTrack, wait_for
+from service_helpers import tiny_settings
+from stream_helpers import PatternVideoTrack, SineTrack, wait_for
 
 from stream.app import REGISTRY
 from stream.clients.peer_client import connect_peer

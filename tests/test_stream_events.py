@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from stream_support import make_settings, running_server, wait_for
+from stream_helpers import make_settings, running_server, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

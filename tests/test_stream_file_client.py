@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media import face_video, read_wav_16k
-from stream_support import SineTrack, make_settings, running_server, wait_for
+from stream_helpers import SineTrack, make_settings, running_server, wait_for
 
 from stream.app import REGISTRY
 from stream.clients.file import stream_file

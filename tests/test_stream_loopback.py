@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     sys.path.insert(0, "tests")
-    from stream_support import SineTrack, make_settings, running_server, wait_for
+    from stream_helpers import SineTrack, make_settings, running_server, wait_for
     import stream.app
     from stream.clients.peer_client import connect_peer
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from stream_support import (
+from stream_helpers import (
     PatternVideoTrack,
     RecordingSink,
     SilentPausedTrack,

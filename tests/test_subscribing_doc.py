@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from bus_helpers import make_event
-from stream_support import make_settings, running_server
+from stream_helpers import make_settings, running_server
 
 from workers.app.settings import RedisSettings
 from workers.bus import Bus

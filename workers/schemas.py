@@ -121,7 +121,7 @@ class FeatureWindow:
     (EXTRACTION_STAGES)."""
     feature_space: str = "live"
     connection_id: str = ""
-    """The WebRTC connection the window came from (stream.peer.SessionInfo.connection_id). seq
+    """The WebRTC connection the window came from (stream.sink.SessionInfo.connection_id). seq
     restarts at 0 when a client reconnects under the same session_id, so a window is named by
     (session_id, connection_id, seq). '' in windows from before this field."""
     words: list[Word] = field(default_factory=list)

@@ -4,7 +4,8 @@ Live media goes stale: a window, an event or a frame that waited behind newer on
 than the newest, and a producer on the event loop (a media callback, a Redis subscription) must
 never wait for a slow consumer. So every buffer down the pipe has the same policy: bounded,
 drop the oldest, count the drop. `DropOldestQueue` is that policy in one place, for one event
-loop (`stream/clients/tracks.py`'s `BlockQueue` is the thread-safe counterpart for device callbacks).
+loop (`BlockQueue` in stream/clients/tracks.py is the thread-safe counterpart for device
+callbacks).
 
 - `put(item)` never waits; it returns the item it dropped (or None), so the caller can log or
   count what it lost; `dropped` counts every drop of the queue's life.

@@ -2,9 +2,9 @@
 
 Both the events endpoint (`/events`, stream/app.py) and the dashboard feed (stream/dashboard.py)
 relay a Redis subscription to a browser, each through `serve_feed`. A pump task fills a bounded
-`DropOldestQueue`, so a slow page never stalls the subscription behind it: when the queue is full the oldest
-queued event is dropped and counted. A comment line every `keepalive_s` keeps proxies from
-closing an idle stream.
+`DropOldestQueue`, so a slow page never stalls the subscription behind it: when the queue is
+full the oldest queued event is dropped and counted. A comment line every `keepalive_s` keeps
+proxies from closing an idle stream.
 
 Streams are capped per app (`StreamLimit`, from server.max_event_streams): beyond the cap a new
 stream is refused with 503 + Retry-After before anything is opened for it (review M3: streams

@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,3 +184,20 @@ def make_event(
     said = event.transcript.split()
     words = [Word(w, t0 + 0.4 * i, t0 + 0.4 * i + 0.3, 0.9) for i, w in enumerate(said)]
     return dataclasses.replace(event, words=words, new_text=" ".join(w.text for w in words))
+
+
+def tiny_worker_env(prefix: str, **more: str) -> dict[str, str]:
+    """The environment of a `merclip` subprocess on the test-size model (CLIP zero-shot on the
+    tiny CLIP, offline) under Redis key prefix `prefix`; none of the caller's MERCLIP_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCLIP_")}
+    env.update(
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        HF_HUB_OFFLINE="1",
+        MERCLIP_MODEL_NAME="merclip-tiny-live",
+        MERCLIP_CLIP_MODEL="merclip-tiny-clip",
+        MERCLIP_FEATURES_SPACE="live",
+        MERCLIP_MODEL_CHECKPOINT="",
+        MERCLIP_REDIS_PREFIX=prefix,
+        **more,
+    )
+    return env

@@ -210,21 +210,13 @@ async def test_a_reconnect_under_the_same_session_id_gets_its_own_events(
 
 async def test_a_trained_checkpoint_serves_both_tasks(media_dir: Path, tmp_path: Path) -> None:
     """train --task both on live-space data, then serve it: events are no longer zero-shot."""
-    from merclip.training.train import TrainOptions, train
+    from training_helpers import quick_options
+
+    from merclip.training.train import train
 
     result = await asyncio.to_thread(
         train,
-        TrainOptions(
-            data="synthetic",
-            model="merclip-tiny-live",
-            tasks=("emotion", "sentiment"),
-            epochs=1,
-            batch_size=64,
-            out_dir=tmp_path / "run",
-            device="cpu",
-            threads=1,
-            progress=False,
-        ),
+        quick_options(tmp_path / "run", data="synthetic", epochs=1, batch_size=64),
     )
     checkpoint = tmp_path / "run" / "best.pt"
     assert checkpoint.exists(), result

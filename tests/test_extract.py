@@ -28,11 +28,16 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_extract_writes_a_loadable_live_dataset(
-    video_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def tiny_clip_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`merclip extract` on the test-size CLIP's live feature space."""
     monkeypatch.setenv("MERCLIP_CLIP_MODEL", "merclip-tiny-clip")
     monkeypatch.setenv("MERCLIP_FEATURES_SPACE", "live")
+
+
+def test_extract_writes_a_loadable_live_dataset(
+    video_dir: Path, tmp_path: Path, tiny_clip_env: None
+) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text(
         "id,split,happy,sad,anger,surprise,disgust,fear,sentiment\n"
@@ -83,10 +88,8 @@ def test_extract_writes_a_loadable_live_dataset(
 
 
 def test_a_broken_file_is_skipped_and_reported(
-    video_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    video_dir: Path, tmp_path: Path, tiny_clip_env: None
 ) -> None:
-    monkeypatch.setenv("MERCLIP_CLIP_MODEL", "merclip-tiny-clip")
-    monkeypatch.setenv("MERCLIP_FEATURES_SPACE", "live")
     root = tmp_path / "in"
     root.mkdir()
     shutil.copy(video_dir / "sub" / "quiet.mp4", root / "ok.mp4")

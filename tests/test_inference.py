@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bus_helpers import make_window, prefix_on
+from bus_helpers import make_window, prefix_on, tiny_worker_env
 
 from merclip.errors import SchemaError
 from merclip.predictor import Predictor
@@ -33,6 +34,17 @@ def tiny_settings(prefix: str = "merclip", **inference: object) -> Settings:
     s = s.replace("redis", prefix=prefix)
     values = {"batch_size": 8, "block_ms": 50, "claim_idle_ms": 300, **inference}
     return s.replace("inference", **values)
+
+
+@contextlib.asynccontextmanager
+async def _worker_on_bus(
+    redis_url: str, settings: Settings, predictor: Predictor
+) -> AsyncIterator[tuple[Bus, InferenceWorker]]:
+    """A worker "w" (not started) whose group exists, on its own Bus."""
+    async with Bus.connect(redis_url, settings.redis) as bus:
+        worker = InferenceWorker(settings, bus, predictor, consumer="w")
+        await bus.ensure_group(worker.group)
+        yield bus, worker
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +145,7 @@ async def test_bad_windows_are_dead_lettered_and_the_rest_go_on(
     redis_url: str, prefix: str, predictor
 ) -> None:
     settings = tiny_settings(prefix)
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         await bus.add_raw_window({"m": b"\x93garbage"})
         await bus.add_window(make_window("s", 0))
         await bus.add_window(make_window("s", 1, dim=32))  # features of another CLIP width
@@ -196,9 +206,7 @@ async def test_windows_past_the_deadline_are_skipped_and_counted(
     redis_url: str, prefix: str, predictor
 ) -> None:
     settings = tiny_settings(prefix, deadline_seconds=10.0)
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         await bus.add_window(make_window("s", 0, age_s=30.0))
         await bus.add_window(make_window("s", 1, age_s=0.5))
         await worker.step()
@@ -224,24 +232,10 @@ async def test_two_workers_share_the_stream(redis_url: str, prefix: str, predict
             assert sorted(e.seq for e in await bus.events(s, 10)) == [0, 1, 2, 3]
 
 
-def _cli_env(prefix: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MERCLIP_REDIS_URL"}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        MERCLIP_MODEL_NAME="merclip-tiny-live",
-        MERCLIP_CLIP_MODEL="merclip-tiny-clip",
-        MERCLIP_FEATURES_SPACE="live",
-        MERCLIP_MODEL_CHECKPOINT="",
-        MERCLIP_REDIS_PREFIX=prefix,
-        HF_HUB_OFFLINE="1",
-    )
-    return env
-
-
 def test_infer_command_without_redis_url_says_what_to_do(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
     proc = subprocess.run(
-        cmd, env=_cli_env("x"), capture_output=True, text=True, timeout=60, cwd=tmp_path
+        cmd, env=tiny_worker_env("x"), capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert proc.returncode == 2 and "--redis-url" in proc.stderr
 
@@ -254,7 +248,7 @@ async def test_infer_command_serves_windows_and_stops_on_sigterm(
     cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
     cmd += ["--redis-url", redis_url, "--consumer", "cli-worker"]
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=_cli_env(prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *cmd, env=tiny_worker_env(prefix), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         async with Bus.connect(redis_url, settings.redis) as bus:
@@ -302,9 +296,7 @@ async def test_a_window_with_a_wrong_typed_field_is_dead_lettered_alone(
     # Review M5(a): one `wall_end="soon"` among good windows raised out of the batch, nothing
     # was acked, and the good windows were redelivered until dead-lettered with it.
     settings = tiny_settings(prefix)
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         poison = _encoded_with(make_window("p", 99), wall_end="soon")
         for i in range(6):
             if i == 3:
@@ -330,9 +322,7 @@ async def test_a_window_of_nothing_but_wrong_types_is_dead_lettered_at_delivery(
     # not raise inside the batch it was read with and take its batch-mates down with it.
     settings = tiny_settings(prefix)
     oops = {f.name: "oops" for f in dataclasses.fields(FeatureWindow)}
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         await bus.add_window(make_window("oops-mates", 0))
         await bus.add_raw_window({"m": _encoded_with(make_window("x", 0), **oops)})
         await bus.add_window(make_window("oops-mates", 1))
@@ -352,9 +342,7 @@ async def test_a_session_id_with_braces_is_dead_lettered_not_retried(
     # Review M5(b): the window of `a{b}c` made the event write raise a BusError, taken for an
     # outage: its whole batch was retried until the deadline, then skipped, with nothing logged.
     settings = tiny_settings(prefix)
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         for i in range(4):
             await bus.add_window(make_window("goodC", i))
         await bus.add_raw_window({"m": _encoded_with(make_window("x", 0), session_id="a{b}c")})
@@ -377,9 +365,7 @@ async def test_nan_features_are_dead_lettered_and_never_blank_the_session(
     )
     inf_visual = make_window("n", 2)
     inf_visual = dataclasses.replace(inf_visual, visual=np.full_like(inf_visual.visual, np.inf))
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         for fw in (make_window("n", 0), nan_language, inf_visual, make_window("n", 3)):
             await bus.add_window(fw)
         await _run_until_done(worker, 4)
@@ -401,9 +387,7 @@ async def test_oversized_windows_are_dead_lettered_unread(
     huge = make_window("big", 0)
     huge = dataclasses.replace(huge, language=np.zeros((20_000, 64), np.float16))  # 2.5 MB
     long = dataclasses.replace(make_window("big", 1), language=np.zeros((600, 64), np.float16))
-    async with Bus.connect(redis_url, settings.redis) as bus:
-        worker = InferenceWorker(settings, bus, predictor, consumer="w")
-        await bus.ensure_group(worker.group)
+    async with _worker_on_bus(redis_url, settings, predictor) as (bus, worker):
         with pytest.raises(SchemaError, match="byte limit"):
             await bus.add_window(huge)  # our own producer refuses it
         await bus.add_raw_window({"m": encode(huge)})  # a foreign one may not

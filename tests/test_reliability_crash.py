@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from bus_helpers import make_window, prefix_on
+from bus_helpers import make_window, prefix_on, tiny_worker_env
 
 from merclip.predictor import Predictor
 from workers.app.settings import Settings
@@ -51,21 +50,13 @@ def crash_settings(prefix: str) -> Settings:
 
 
 def worker_env(prefix: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCLIP_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        HF_HUB_OFFLINE="1",
-        MERCLIP_MODEL_NAME="merclip-tiny-live",
-        MERCLIP_CLIP_MODEL="merclip-tiny-clip",
-        MERCLIP_FEATURES_SPACE="live",
-        MERCLIP_MODEL_CHECKPOINT="",
-        MERCLIP_REDIS_PREFIX=prefix,
+    return tiny_worker_env(
+        prefix,
         MERCLIP_INFERENCE_CLAIM_IDLE_MS=str(CLAIM_IDLE_MS),
         MERCLIP_INFERENCE_DEADLINE_SECONDS="600",
         MERCLIP_INFERENCE_BATCH_SIZE="8",
         MERCLIP_INFERENCE_BLOCK_MS="50",
     )
-    return env
 
 
 async def _pending_of(client: aioredis.Redis, key: str, group: str, consumer: str) -> int:

@@ -56,24 +56,29 @@ async def test_stream_file_seconds_limit_stops_early(speech_path: Path) -> None:
     assert 0.5 * 16000 <= sink.samples.size <= 1.6 * 16000
 
 
+async def _stream_file_cli(
+    media: Path, *args: str
+) -> tuple[asyncio.subprocess.Process, bytes, bytes]:
+    """`merclip stream-file MEDIA ARGS...` run to its end: the process, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.app",
+        "stream-file",
+        str(media),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc, out, err
+
+
 async def test_cli_stream_file_prints_the_session_id(speech_path: Path) -> None:
     async with running_server(make_settings()) as (url, app, sinks):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "workers.app",
-            "stream-file",
-            str(speech_path),
-            "--url",
-            url,
-            "--session",
-            "cli-1",
-            "--seconds",
-            "1",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        proc, out, err = await _stream_file_cli(
+            speech_path, "--url", url, "--session", "cli-1", "--seconds", "1"
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
         assert out.decode().strip() == "cli-1"
         assert await wait_for(lambda: app[REGISTRY].count == 0, 5)
@@ -85,18 +90,7 @@ async def test_cli_reports_a_full_server(speech_path: Path) -> None:
     async with running_server(make_settings(max_sessions=1)) as (url, app, sinks):
         holder, _ = await connect_peer(url, [SineTrack(seconds=30)])
         assert app[REGISTRY].count == 1
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "workers.app",
-            "stream-file",
-            str(speech_path),
-            "--url",
-            url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        proc, _, err = await _stream_file_cli(speech_path, "--url", url)
         assert proc.returncode == 1  # a runtime failure (the server is full), not usage
         assert "503" in err.decode() and "retry" in err.decode().lower()
         await holder.close()

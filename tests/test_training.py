@@ -6,10 +6,12 @@ import argparse
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from training_helpers import quick_options
 
 from merclip.checkpoint import load_checkpoint
 from merclip.data.live_dataset import LiveDatasetWriter
@@ -33,20 +35,9 @@ MARGIN = 0.15
 
 
 def _opts(tmp_path: Path, task: str, **kw: object) -> TrainOptions:
-    base = dict(
-        out_dir=tmp_path / task,
-        model="merclip-tiny-live",
-        tasks=(task,),
-        epochs=10,
-        batch_size=64,
-        lr=2e-3,
-        device="cpu",
-        threads=1,
-        synthetic=SMALL,
-        progress=False,
-    )
-    base.update(kw)
-    return TrainOptions(**base)  # type: ignore[arg-type]
+    base = dict(out_dir=tmp_path / task, tasks=(task,), epochs=10, batch_size=64, lr=2e-3)
+    fields: dict[str, Any] = {**base, "synthetic": SMALL, **kw}
+    return quick_options(fields.pop("out_dir"), **fields)
 
 
 @pytest.mark.slow

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from emotion_data import write_fer, write_meld, write_ravdess
+from training_helpers import quick_options
 
 from merclip.checkpoint import load_checkpoint
 from merclip.data.sources import load_sources
 from merclip.predictor import LIVE_PRETRAINED_DIMS
 from merclip.training.evaluate import evaluate_checkpoint
-from merclip.training.train import TrainOptions, train
+from merclip.training.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -68,16 +69,12 @@ def test_training_on_all_three_serves_both_tasks_and_evaluates(
     roots: dict[str, Path], tmp_path: Path
 ) -> None:
     result = train(
-        TrainOptions(
+        quick_options(
+            tmp_path / "run",
             data=_specs(roots),
             model="merclip-minilm-live",
-            tasks=("emotion", "sentiment"),
             epochs=2,
             batch_size=8,
-            out_dir=tmp_path / "run",
-            device="cpu",
-            threads=1,
-            progress=False,
             min_share=0.5,
             compose=0.5,
         )

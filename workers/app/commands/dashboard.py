@@ -92,13 +92,7 @@ async def run_dashboard(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = shared_redis_url(
-        args,
-        settings,
-        "merclip dashboard needs the Redis URL of the deployment: pass --redis-url "
-        "(merclip serve logs the URL of its embedded Redis, and serves /dashboard itself) "
-        "or set redis.url",
-    )
+    url = shared_redis_url(args, settings, "dashboard")
     host = args.host or settings.server.host
 
     def ready(address: str) -> None:

@@ -95,12 +95,7 @@ async def run_inference(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = shared_redis_url(
-        args,
-        settings,
-        "merclip infer needs a shared Redis: set redis.url (or MERCLIP_REDIS_URL) or pass "
-        "--redis-url; `merclip serve` runs inference on its embedded Redis by itself",
-    )
+    url = shared_redis_url(args, settings, "infer")
     if args.batch_size is not None:
         settings = settings.replace("inference", batch_size=args.batch_size)
     asyncio.run(

@@ -44,13 +44,7 @@ async def _print_events(url: str, args: argparse.Namespace, prefix: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    url = shared_redis_url(
-        args,
-        settings,
-        "merclip subscribe needs the Redis URL of the running service: pass --redis-url "
-        "(merclip serve logs the file that holds its embedded Redis's URL: --redis-url "
-        '"$(cat FILE)"), or set redis.url',
-    )
+    url = shared_redis_url(args, settings, "subscribe")
     try:
         return asyncio.run(_print_events(url, args, settings.redis.prefix))
     except BrokenPipeError:  # e.g. `merclip subscribe | head`

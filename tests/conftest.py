@@ -21,6 +21,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Training on raw datasets goes through the live extractors, as `merclip train` does.
+    from workers.app.training import use_live_featurizer
+
+    use_live_featurizer()
     # Only `-m gpu` runs see CUDA; every other run is CPU-only, as in CI, on any machine.
     if "gpu" not in (config.option.markexpr or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""

@@ -6,7 +6,8 @@
 - `live:DIR`             a live-space dataset written by `merclip extract`
 - `fer2013:DIR`, `meld:DIR`, `ravdess:DIR`   real emotion datasets in their standard layouts
                          (merclip/data/emotion_sets.py), featurised through the live-pretrained
-                         encoders (workers/features/datasets.py, cached on disk)
+                         encoders (workers/features/datasets.py, cached on disk; registered through
+                         merclip/raw_features.py)
 
 Several specs (`--data` given more than once) are merged split by split (`load_sources`): each
 sample keeps only the modalities its dataset has.
@@ -75,14 +76,14 @@ def load_data(
         ds = load_live_dataset(arg)
         return DataSource(spec, ds.splits, dict(ds.meta["dims"]), ds.meta["feature_space"], ds.meta)
     if kind in RAW_KINDS:
-        # Training composes the live extractors (workers/); inference never reaches this line.
+        # The live extractors (workers/features/), registered by the training commands.
         from merclip.predictor import LIVE_PRETRAINED_DIMS
-        from workers.features.datasets import load_featurized
+        from merclip.raw_features import raw_featurizer
 
         root = Path(arg)
         if not root.is_dir():
             raise DatasetError(f"--data {spec!r}: {root} is not a directory")
-        splits = load_featurized(kind, root, limit_per_class=limit_per_class)
+        splits = raw_featurizer()(kind, root, limit_per_class=limit_per_class)
         splits = {k: [s for s in v if _has_any_modality(s)] for k, v in splits.items()}
         meta = {"kind": kind, "root": str(root)}
         return DataSource(spec, splits, dict(LIVE_PRETRAINED_DIMS), "live-pretrained", meta)

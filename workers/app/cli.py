@@ -21,6 +21,7 @@ from typing import Any
 
 from merclip.errors import MerClipError
 from workers.app.settings import Settings, load_settings
+from workers.app.training import use_live_featurizer
 
 __all__ = ["main"]
 
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config_path is None and DEFAULT_CONFIG.exists():
             config_path = DEFAULT_CONFIG
         settings: Settings = load_settings(config_path)
+        use_live_featurizer()  # training commands read raw emotion datasets through it
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args, settings) or 0)
     except MerClipError as exc:

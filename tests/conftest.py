@@ -30,6 +30,26 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+CATEGORIES = ("unit", "slow", "browser", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test module says which kind of test it holds (its `pytestmark`), so that
+    # `-m unit` / `-m "not slow"` select what they promise.
+    missing = sorted(
+        {
+            item.nodeid.split("::")[0]
+            for item in items
+            if not any(m.name in CATEGORIES for m in item.iter_markers())
+        }
+    )
+    if missing:
+        raise pytest.UsageError(
+            f"test modules without a category marker ({', '.join(CATEGORIES)}): "
+            + ", ".join(missing)
+        )
+
+
 if TYPE_CHECKING:  # imported lazily below: torch/open_clip stay out of every test's collection
     from merclip.clip_backbone import ClipBackbone
     from workers.bus import Bus

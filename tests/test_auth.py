@@ -30,7 +30,7 @@ from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-secret-0123456789abcdef"

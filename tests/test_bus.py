@@ -17,7 +17,7 @@ from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
 from workers.schemas import EmotionEvent, decode
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 async def test_window_round_trips_through_the_stream(bus: Bus) -> None:

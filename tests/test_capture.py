@@ -34,7 +34,7 @@ from stream.clients.tracks import (
 )
 from stream.errors import NoDeviceError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 class ArrayFrames(FrameSource):

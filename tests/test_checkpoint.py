@@ -19,7 +19,7 @@ from merclip.clip_backbone import ClipBackbone
 from merclip.errors import CheckpointMismatchError
 from merclip.model import MerClip, create_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import merclip
 from merclip.errors import CheckpointMismatchError, ConfigError, DatasetError, MerClipError
 from workers.app.cli import JsonFormatter
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[1]
 

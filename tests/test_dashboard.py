@@ -28,7 +28,7 @@ from workers.monitor import Monitor
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[1]
 

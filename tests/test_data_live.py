@@ -11,6 +11,8 @@ import pytest
 from merclip.data.live_dataset import LiveDatasetWriter, load_live_dataset
 from merclip.errors import DatasetError
 
+pytestmark = pytest.mark.unit
+
 DIMS = {"language": 16, "visual": 16, "audio": 8}
 
 

@@ -17,6 +17,8 @@ from merclip.data.synthetic import SyntheticSpec, make_synthetic
 from merclip.errors import DatasetError
 from merclip.training.metrics import binarize_has0, binarize_non0
 
+pytestmark = pytest.mark.unit
+
 T = 8
 IDS = ["vidA$_$0", "vidA$_$1", "vidB$_$0", "vidC$_$2"]
 REG = np.array([-1.4, 0.0, 0.6, 2.2], dtype=np.float32)

@@ -10,6 +10,8 @@ from merclip.errors import ConfigError
 from merclip.predictor import Predictor
 from workers.app.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from stream.drop_oldest import DropOldestQueue, QueueClosed
 
-pytestmark = pytest.mark.timeout(10)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
 
 async def test_a_full_queue_drops_the_oldest_and_counts_it() -> None:

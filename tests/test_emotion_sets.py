@@ -37,6 +37,8 @@ from merclip.data.emotion_sets import (
 from merclip.data.mosei_labels import EMOTION_LABELS
 from merclip.errors import DatasetError
 
+pytestmark = pytest.mark.unit
+
 MELD_EMOTIONS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 # Every source class of the three sets → its CMU-MOSEI emotion (None: the empty label set).
 MAPPING = {

@@ -13,7 +13,7 @@ from merclip.predictor import Prediction
 from workers.events import Smoother, Timings, build_event
 from workers.schemas import Word, event_id_for
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 
 @dataclasses.dataclass(frozen=True)

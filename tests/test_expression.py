@@ -24,6 +24,8 @@ from workers.features.expression import (
 )
 from workers.features.faces import FaceDetector
 
+pytestmark = pytest.mark.slow
+
 VAL_PER_CLASS = 50
 
 

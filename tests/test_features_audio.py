@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from media import read_wav_16k
 
 from workers.features.audio_features import (
@@ -13,6 +14,8 @@ from workers.features.audio_features import (
     log_mel_features,
     speech_ratio,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def _tone(freq: float, seconds: float, amp: float = 0.3) -> np.ndarray:

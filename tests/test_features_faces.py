@@ -16,6 +16,8 @@ import workers.features.faces as faces_module
 from merclip.errors import ConfigError
 from workers.features.faces import FaceBox, FaceDetector
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:

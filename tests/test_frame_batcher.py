@@ -18,7 +18,7 @@ from workers.app.settings import Settings
 from workers.features.extractor import WindowExtractor
 from workers.frame_batcher import FrameBatcher
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 class Recorder:

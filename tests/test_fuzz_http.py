@@ -35,7 +35,7 @@ from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import subscribe
 
-pytestmark = [pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SECRET = "fuzz-secret-0123456789abcdef"
 MAX_BODY = 4096

@@ -22,7 +22,7 @@ from workers.bus import Bus
 from workers.inference import InferenceWorker
 from workers.schemas import MAX_WINDOW_BYTES, FeatureWindow, encode, event_id_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[1]
 

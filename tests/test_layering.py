@@ -13,6 +13,8 @@ import pytest
 
 from merclip.errors import DatasetError
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ("merclip", "stream", "workers")
 

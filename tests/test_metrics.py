@@ -16,6 +16,8 @@ from merclip.training.metrics import (
     weighted_f1,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_emotion_metrics_hand_computed() -> None:
     y = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]])

@@ -15,7 +15,7 @@ from merclip.errors import CheckpointMismatchError
 from merclip.minilm import MINILM_DIM, load_minilm
 from merclip.model import create_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_language_rows_are_token_states_then_the_sentence_embedding() -> None:

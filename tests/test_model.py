@@ -22,7 +22,7 @@ from merclip.model import MerClip, create_model
 TINY = "merclip-tiny-live"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from workers.ingest import IngestCounters
 from workers.outbox import Outbox
 from workers.schemas import FeatureWindow
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 
 class Redis:

@@ -18,7 +18,7 @@ from merclip.predictor import FeatureDimensionError, Predictor
 from merclip.zeroshot import ZeroShotClassifier
 from workers.app.settings import Settings
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _settings(checkpoint: str = "", name: str = "merclip-tiny-live") -> Settings:

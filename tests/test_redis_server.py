@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from workers.redis_server import EmbeddedRedis, EmbeddedRedisError, _ephemeral_ports
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def _gone(pid: int, within_s: float = 5.0) -> bool:

@@ -32,7 +32,7 @@ from workers.redis_server import (
     redis_server_executable,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def _name(common_name: str) -> x509.Name:

@@ -26,7 +26,7 @@ from workers.bus import Bus, BusError
 from workers.redis_server import EmbeddedRedis
 from workers.subscriber import HISTORY_READS
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 async def test_acl_user_url_works_and_wrong_password_is_refused() -> None:

@@ -21,6 +21,8 @@ from workers.schemas import (
     event_id_for,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _window(visual: np.ndarray | None) -> FeatureWindow:
     rng = np.random.default_rng(0)

@@ -9,6 +9,8 @@ import pytest
 from merclip.errors import ConfigError
 from workers.app.settings import Settings, load_settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from stream.audio import AudioConverter
 
+pytestmark = pytest.mark.unit
+
 
 def _frames(left: np.ndarray, right: np.ndarray, size: int = 960) -> list[av.AudioFrame]:
     """Interleaved s16 stereo frames of `size` samples, like aiortc's Opus decoder output."""

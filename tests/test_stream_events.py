@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from stream_helpers import make_settings, running_server, wait_for
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
 
 class Source:

@@ -28,7 +28,7 @@ from stream.clients.peer_client import connect_peer
 from stream.errors import OfferRejectedError
 from stream.ice import ice_configuration, use_loopback_candidates
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 AMPLITUDE = 0.25
 SECONDS = 3.0

@@ -18,7 +18,7 @@ from workers.bus import Bus, BusError
 from workers.redis_server import _free_port
 from workers.subscriber import subscribe
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 async def _numsub(url: str, channel: str) -> int:

@@ -24,7 +24,7 @@ from workers.app.settings import RedisSettings
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SUBSCRIBING.md"
 DOC_URL = "redis://127.0.0.1:6379/0"

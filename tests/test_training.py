@@ -28,6 +28,8 @@ from merclip.training.train import (
 from workers.app.cli import main
 from workers.app.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 # Small enough for ~10-15 s per task on 2 shared cores; one thread avoids oversubscription.
 SMALL = SyntheticSpec(n_train=384, n_valid=64, n_test=128)
 TINY = SyntheticSpec(n_train=64, n_valid=32, n_test=32)

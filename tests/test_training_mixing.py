@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from merclip.batch import Sample
 from merclip.training.mixing import balanced, composed, epoch_samples
+
+pytestmark = pytest.mark.unit
 
 
 def _emotion(c: int) -> np.ndarray:

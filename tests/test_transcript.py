@@ -10,6 +10,8 @@ import pytest
 from workers.schemas import Word
 from workers.transcript import GUARD_SECONDS, SessionTranscript, normalise
 
+pytestmark = pytest.mark.unit
+
 
 def w(text: str, start: float, end: float) -> Word:
     return Word(text, start, end, 0.9)

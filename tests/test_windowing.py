@@ -9,6 +9,8 @@ import pytest
 
 from workers.windowing import SessionWindower
 
+pytestmark = pytest.mark.unit
+
 SR = 16000
 
 

@@ -229,8 +229,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="raw emotion datasets: first N items per class only (quick runs)",
     )
-    parser.add_argument("--emotion-labels", type=Path, default=None)
-    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--emotion-labels",
+        type=Path,
+        default=None,
+        help="CMU-MOSEI emotion labels (.csd, .pkl or .json) for mosei: data",
+    )
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
     parser.add_argument(
         "--task",
         choices=("emotion", "sentiment"),
@@ -243,8 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="training history.json (default: next to the checkpoint)",
     )
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", type=Path, required=True, help="report directory (JSON + plots)")
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument(
         "--seed",

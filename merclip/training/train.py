@@ -631,13 +631,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--task", choices=("emotion", "sentiment", "both"), default=None, help="default: train.task"
     )
     parser.add_argument("--model", default=None, help="named model config (default: model.name)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="default train.epochs")
+    parser.add_argument("--batch-size", type=int, default=None, help="default train.batch_size")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (train.lr)")
     parser.add_argument(
         "--weight-decay", type=float, default=None, help="AdamW weight decay (train.weight_decay)"
     )
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="default train.seed")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument(
         "--clip-pretrained", default=None, help="CLIP weights for the text tower (tag or file)"

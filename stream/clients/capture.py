@@ -273,9 +273,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true", help="send the camera only")
     parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--session", default=None, help="session id (default: server assigns)")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--width", type=int, default=640, help="camera frame width (even)")
+    parser.add_argument("--height", type=int, default=480, help="camera frame height (even)")
+    parser.add_argument("--fps", type=float, default=15.0, help="camera frames per second")
     parser.add_argument(
         "--events", action="store_true", help="print the session's events as JSON lines"
     )

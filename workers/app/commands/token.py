@@ -24,10 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     issue = sub.add_parser("issue", help="print a new token")
     issue.add_argument("--session", required=True, help="session id ('*' with --role monitor)")
-    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="what the token may do (monitor: every session)",
+    )
     issue.add_argument("--ttl", type=float, default=None, help="seconds (default auth.token_ttl_s)")
     verify = sub.add_parser("verify", help="check a token and print its claims as JSON")
-    verify.add_argument("token")
+    verify.add_argument("token", help="the token to check")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

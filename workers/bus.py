@@ -285,9 +285,26 @@ class Bus:
                 raise BusError(
                     f"bad Redis URL {_redact(url)!r} or server: {_scrub(str(exc), url)}"
                 ) from exc
+            await bus._refuse_cluster()
             yield bus
         finally:
             await client.aclose()
+
+    async def _refuse_cluster(self) -> None:
+        """A Redis Cluster node answers MOVED for every key outside its slots, which this
+        single-server client cannot follow: say so at connect, not as a bare "MOVED 8443 ..."
+        from the first stream command."""
+        try:
+            info = await self._call("INFO cluster", self._r.info("cluster"))
+        except ResponseError:  # an ACL user without INFO: nothing to check
+            return
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise BusError(
+                f"Redis at {_redact(self.url)} is a Redis Cluster node (cluster_enabled:1). "
+                "merclip talks to one Redis server and cannot follow a cluster's MOVED/ASK "
+                "redirects: point redis.url at a standalone Redis (a primary, with replicas if "
+                "you like). Redis Cluster is not supported yet."
+            )
 
     async def _call(self, what: str, coro: Awaitable[Any], *, proves_up: bool = True) -> Any:
         """Await a Redis call; connection failures become BusError and mark an outage.

@@ -3,16 +3,21 @@
 Starts `merclip serve` as a separate process (embedded Redis, models as configured), streams N
 synthetic sessions (a moving face and espeak-ng sentences spoken back to back: a person talking
 without pauses, the normal load; `--pause S` puts S seconds of silence between sentences) with
-the `stream-file` client, subscribes to every event, and prints:
+the `stream-file` client, subscribes to every event and partial transcript, and prints:
+- word latency p50 / p95: from a spoken word's end reaching the server to the first event or
+  partial transcript carrying it (`word_latency`), and to the first event (`word_latency_events`),
+  against reference word timings of the test speech (benchmarks/word_latency.py),
 - p50 / p95 latency from window end to published event (and to features ready / inference done),
 - per-stage extraction times (ASR, faces, CLIP image, CLIP text, audio features),
 - real-time factor = mean extraction time per window / hop (per session; < 1 keeps up),
 - lag trend: p95 latency of the second half of the run vs the first half (growing lag = not
   keeping up), windows expected vs received (drops),
-- peak RSS of all processes of `merclip serve` together (server + embedded Redis).
+- peak RSS of all processes of `merclip serve` together (server + embedded Redis),
+- what was shed (the service's own counters from /metrics: partials skipped, frames deferred or
+  dropped late, windows dropped) and the partials' ASR busy time.
 
     python benchmarks/live_sessions.py --sessions 1 --seconds 60
-    python benchmarks/live_sessions.py --sessions 3 --seconds 120
+    python benchmarks/live_sessions.py --sessions 1,2,4,6,8 --seconds 40   # one serve, in turn
 
 The models are the service defaults (today: the live-pretrained feature space, YuNet + the FER
 expression net, MiniLM, bundled tiny.en, the shipped MER-CLIP checkpoint) unless --model /
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import statistics
@@ -40,11 +46,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import word_latency  # noqa: E402
 from media import face_frame, read_wav_16k, speech_wav  # noqa: E402
 from serve_process import RssSeries, ServeProcess  # noqa: E402
+from word_latency import RefWord, WordClock  # noqa: E402
 
 from stream.clients.file import stream_file  # noqa: E402
-from workers.schemas import EmotionEvent  # noqa: E402
+from workers.schemas import EmotionEvent, PartialTranscript  # noqa: E402
 from workers.subscriber import subscribe  # noqa: E402
 
 SENTENCES = [
@@ -54,21 +62,45 @@ SENTENCES = [
 ]
 
 
-def make_media(directory: Path, seconds: float, fps: int = 15, pause: float = 0.0) -> Path:
-    """A VP8/Opus webm: drifting face, sentences spoken back to back, `pause` s between them."""
+def reference_words(directory: Path) -> list[list[RefWord]]:
+    """Each sentence's words with their times in the clean sentence alone (word_latency.py)."""
+    from workers.features.asr import Transcriber
+
+    asr = Transcriber("bundled", context_seconds=30.0)
+    return [
+        word_latency.sentence_words(asr, read_wav_16k(speech_wav(directory, s)), s)
+        for s in SENTENCES
+    ]
+
+
+def make_media(
+    directory: Path, seconds: float, fps: int = 15, pause: float = 0.0
+) -> tuple[Path, list[RefWord]]:
+    """A VP8/Opus webm: drifting face, sentences spoken back to back, `pause` s between them;
+    and the reference timings of its words (media seconds)."""
     out = directory / f"bench-{int(seconds)}s-pause{pause:g}-v3.webm"
-    if out.exists():
-        return out
+    words_file = out.with_suffix(".words.json")
+    if out.exists() and words_file.exists():
+        return out, word_latency.load(words_file)
     rate = 48000
     speech = [read_wav_16k(speech_wav(directory, s)) for s in SENTENCES]
+    per_sentence = reference_words(directory)
+    ref: list[RefWord] = []
     track = np.zeros(int(seconds * rate), np.float32)
     pos, i = int(0.5 * rate), 0
     while pos < track.size:
         up = np.repeat(speech[i % len(speech)], 3)  # 16 kHz -> 48 kHz (good enough for ASR)
         n = min(up.size, track.size - pos)
         track[pos : pos + n] = up[:n]
+        start = pos / rate
+        ref += [
+            RefWord(w.text, start + w.start, start + w.end)
+            for w in per_sentence[i % len(speech)]
+            if start + w.end <= seconds
+        ]
         pos += n + int(pause * rate)
         i += 1
+    word_latency.save(ref, words_file)
     with av.open(str(out), "w", format="webm") as c:
         vs = c.add_stream("libvpx", rate=fps)
         vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
@@ -96,7 +128,7 @@ def make_media(directory: Path, seconds: float, fps: int = 15, pause: float = 0.
             c.mux(p)
         for p in as_.encode():
             c.mux(p)
-    return out
+    return out, ref
 
 
 def pct(values: list[float], q: float) -> float:
@@ -105,19 +137,73 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: Path) -> dict:
+def word_latencies(
+    ref: list[RefWord],
+    events: list[tuple[float, EmotionEvent]],
+    partials: list[tuple[float, PartialTranscript]],
+    seconds: float,
+) -> tuple[tuple[list[float], int], tuple[list[float], int]]:
+    """Word latencies of one session's words (word_latency.py) and how many were missed: to the
+    first event or partial carrying each, and to the first event."""
+    finals = sorted(events, key=lambda te: te[1].seq)
+    said = [w for _, ev in finals for w in ev.words]
+    if not said:
+        return ([], len(ref)), ([], len(ref))
+    # Media clock of the session vs the file's: the median shift of the words the events and
+    # the reference agree on (aligned in order over the whole run).
+    sm = difflib.SequenceMatcher(
+        None,
+        [word_latency.normalise(r.text) for r in ref],
+        [word_latency.normalise(w.text) for w in said],
+        False,
+    )
+    shifts = [
+        said[b + i].media_end - ref[a + i].end
+        for a, b, size in sm.get_matching_blocks()
+        for i in range(size)
+    ]
+    offset = float(np.median(shifts)) if shifts else 0.0
+    media0_wall = float(np.median([ev.wall_end - ev.media_end for _, ev in finals]))
+    shifted = [RefWord(r.text, r.start + offset, r.end + offset) for r in ref]
+    first, events_only = WordClock(shifted), WordClock(shifted)
+    for at, ev in finals:
+        if ev.words:
+            span = (ev.words[0].media_start, ev.words[-1].media_end)
+            for clock in (first, events_only):
+                clock.observe([w.text for w in ev.words], *span, at)
+    for at, p in partials:
+        if p.words:
+            first.observe(
+                [w.text for w in p.words], p.words[0].media_start, p.words[-1].media_end, at
+            )
+    until = offset + seconds - 1.0  # words the stream carried whole
+    return first.latencies(media0_wall, until), events_only.latencies(media0_wall, until)
+
+
+async def run_bench(
+    args: argparse.Namespace, url: str, redis_url: str, media: Path, ref: list[RefWord], n: int
+) -> dict:
     events: list[tuple[float, EmotionEvent]] = []
+    partials: list[tuple[float, PartialTranscript]] = []
 
     async def listen() -> None:
-        async for ev in subscribe(redis_url, prefix="merclip"):
-            events.append((time.time(), ev))
+        async for item in subscribe(redis_url, prefix="merclip", partials=True):
+            if isinstance(item, PartialTranscript):
+                partials.append((time.time(), item))
+            else:
+                events.append((time.time(), item))
 
     listener = asyncio.create_task(listen())
     await asyncio.sleep(0.5)
-    sessions = [f"bench-{i}" for i in range(args.sessions)]
+    sessions = [f"bench{n}-{i}" for i in range(n)]
     t0 = time.time()
     results = await asyncio.gather(
-        *(stream_file(url, media, session_id=s, seconds=args.seconds) for s in sessions),
+        *(
+            stream_file(
+                url, media, session_id=s, seconds=args.seconds, passthrough=args.passthrough
+            )
+            for s in sessions
+        ),
         return_exceptions=True,
     )
     for s, r in zip(sessions, results, strict=True):
@@ -130,6 +216,17 @@ async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: P
     await asyncio.gather(listener, return_exceptions=True)
 
     evs = [e for _, e in events if e.session_id in sessions]
+    lat_first: list[float] = []
+    lat_events: list[float] = []
+    missed_first = missed_events = 0
+    for sid in sessions:
+        mine = [(t, e) for t, e in events if e.session_id == sid]
+        said = [(t, p) for t, p in partials if p.session_id == sid]
+        (a, ma), (b, mb) = word_latencies(ref, mine, said, args.seconds)
+        lat_first += a
+        lat_events += b
+        missed_first += ma
+        missed_events += mb
     published = [e.latency.published_ms for e in evs]
     half = t0 + args.seconds / 2
     first = [e.latency.published_ms for e in evs if e.wall_end < half]
@@ -147,10 +244,14 @@ async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: P
         for e in evs
     ]
     hop, window = args.hop, args.window
-    expected = args.sessions * max(0, int((args.seconds - window) // hop) + 1)
+    expected = n * max(0, int((args.seconds - window) // hop) + 1)
+
     return {
-        "sessions": args.sessions,
+        "sessions": n,
         "seconds": args.seconds,
+        "word_latency": word_latency.summary(lat_first, missed_first),
+        "word_latency_events": word_latency.summary(lat_events, missed_events),
+        "partials": sum(1 for _, p in partials if p.session_id in sessions),
         "events": len(evs),
         "events_per_session": {s: sum(1 for e in evs if e.session_id == s) for s in sessions},
         "windows_expected_at_least": expected,
@@ -178,7 +279,11 @@ async def run_bench(args: argparse.Namespace, url: str, redis_url: str, media: P
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument(
+        "--sessions",
+        default="1",
+        help="session counts, comma-separated (1,2,4): run one after the other on one serve",
+    )
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clip-model", default=None, help="default: the service's (clip.model)")
     p.add_argument("--model", default=None, help="default: the service's (model.name)")
@@ -196,49 +301,112 @@ def main() -> int:
         "--video-fps", type=float, default=None, help="default: config (ingest.video_fps)"
     )
     p.add_argument("--drain", type=float, default=8.0, help="seconds to wait for late events")
+    p.add_argument(
+        "--passthrough",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clients send the file's VP8/Opus packets as they are, like a browser elsewhere "
+        "(--no-passthrough: decode and re-encode on this machine)",
+    )
+    p.add_argument("--partials", type=float, default=None, help="asr.partial_seconds (0: off)")
+    p.add_argument("--rest", type=float, default=5.0, help="seconds between runs of a sweep")
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
+    counts = [int(x) for x in str(args.sessions).split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
-    media = make_media(work, args.seconds + 2, pause=args.pause)
+    media, ref = make_media(work, args.seconds + 2, pause=args.pause)
     env = {
         "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
         "MERCLIP_INGEST_HOP_SECONDS": str(args.hop),
         "MERCLIP_INGEST_EXTRACT_THREADS": str(args.extract_threads),
-        "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions)),
+        "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, *counts)),
     }
     for name, value in (
         ("MERCLIP_CLIP_MODEL", args.clip_model),
         ("MERCLIP_MODEL_NAME", args.model),
         ("MERCLIP_FEATURES_SPACE", args.space),
         ("MERCLIP_INGEST_VIDEO_FPS", args.video_fps),
+        ("MERCLIP_ASR_PARTIAL_SECONDS", args.partials),
     ):
         if value is not None:
             env[name] = str(value)
-    print(
-        f"streaming {args.sessions} session(s) of {media.name} for {args.seconds:.0f} s ...",
-        file=sys.stderr,
-    )
+    results = []
     with ServeProcess(env, work) as serve:
-        result = measure(args, serve, media)
-    result["pause_seconds"] = args.pause
-    result["client_nice"] = args.client_nice
-    result["cpu_count"] = os.cpu_count()
-    print(json.dumps(result, indent=2))
+        # The WebRTC clients share this machine with the server; real clients are browsers
+        # elsewhere. Lower their priority so the server is measured, not the contest between
+        # the two (their CPU use is still reported).
+        if args.client_nice:
+            os.nice(args.client_nice)
+        for k, n in enumerate(counts):
+            if k:
+                time.sleep(args.rest)  # the previous run's last windows are done
+            print(
+                f"streaming {n} session(s) of {media.name} for {args.seconds:.0f} s ...",
+                file=sys.stderr,
+            )
+            result = measure(args, serve, media, ref, n)
+            result["pause_seconds"] = args.pause
+            result["client_nice"] = args.client_nice
+            result["passthrough"] = args.passthrough
+            result["cpu_count"] = os.cpu_count()
+            results.append(result)
+            print(one_line(result), file=sys.stderr)
+    out = results[0] if len(results) == 1 else results
+    print(json.dumps(out, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(out, indent=2))
+    if len(results) > 1:
+        print("\n".join(one_line(r) for r in results), file=sys.stderr)
     return 0
 
 
-def measure(args: argparse.Namespace, serve: ServeProcess, media: Path) -> dict:
-    """Run the sessions against `serve`; the result with CPU use and peak RSS."""
+def one_line(r: dict) -> str:
+    """The row of the README's table for one run."""
+    lat, words, shed = r["latency_ms"], r["word_latency"], r["shed"]
+    return (
+        f"N={r['sessions']}: words p50/p95 {words['p50_s']:.2f}/{words['p95_s']:.2f} s "
+        f"(events only {r['word_latency_events']['p50_s']:.2f}/"
+        f"{r['word_latency_events']['p95_s']:.2f}; {words['words_missed']} of "
+        f"{words['words_seen'] + words['words_missed']} missed) | event p50/p95 "
+        f"{lat['published_p50'] / 1000:.2f}/{lat['published_p95'] / 1000:.2f} s "
+        f"(2nd half p95 {lat['published_p95_second_half'] / 1000:.2f}) | "
+        f"{r['events']}/{r['windows_expected_at_least']} windows | shed: {shed} | "
+        f"serve {r['cpu_cores_used']['serve']} cores, partial ASR "
+        f"{r['partial_asr_cores']:.2f}"
+    )
+
+
+SHED_METRICS = {
+    "windows_backlog": 'merclip_ingest_windows_dropped_total{reason="backlog"}',
+    "windows_past_deadline": "merclip_inference_windows_skipped_total",
+    "frames_deferred": "merclip_ingest_frames_deferred_total",
+    "frames_dropped_late": "merclip_ingest_frames_dropped_late_total",
+    "partial_rounds_skipped": "merclip_ingest_partial_rounds_skipped_busy_total",
+}
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The service's /metrics as {name{labels}: value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def measure(
+    args: argparse.Namespace, serve: ServeProcess, media: Path, ref: list[RefWord], n: int
+) -> dict:
+    """Run n sessions against `serve`; the result with CPU use, peak RSS and what was shed."""
     sampler = RssSeries(serve.pid, every=0.5)
     sampler.start()
-    # The WebRTC clients (file decoding + VP8/Opus encoding) share this machine with the server;
-    # real clients are browsers elsewhere. Lower their priority so the server is measured, not the
-    # contest between the two (their CPU use is still reported).
-    if args.client_nice:
-        os.nice(args.client_nice)
+    before = scrape(serve.url)
 
     def cpu_seconds(p: psutil.Process) -> float:
         """CPU seconds of a process and its children (the client's include the server's)."""
@@ -252,8 +420,16 @@ def measure(args: argparse.Namespace, serve: ServeProcess, media: Path) -> dict:
         time.monotonic(),
     )
     try:
-        result = asyncio.run(run_bench(args, serve.url, serve.redis_url, media))
+        result = asyncio.run(run_bench(args, serve.url, serve.redis_url, media, ref, n))
         wall = time.monotonic() - wall0
+        after = scrape(serve.url)
+        result["shed"] = {
+            k: int(after.get(m, 0) - before.get(m, 0)) for k, m in SHED_METRICS.items()
+        }
+        partial_asr = "merclip_ingest_partial_asr_seconds_total"
+        result["partial_asr_cores"] = (
+            after.get(partial_asr, 0) - before.get(partial_asr, 0)
+        ) / wall
         # Cores in use on average: the server's, and the benchmark client's (which shares this
         # machine here; a real client is a browser elsewhere).
         serve_cores = (cpu_seconds(serve_proc) - serve_cpu0) / wall

@@ -224,7 +224,12 @@ page still gets the event in `data:`."""
 def sse_message(event: Mapping[str, Any]) -> bytes:
     """One SSE message: `id:` the event id (so a reconnecting page can say where it was), `data:`
     the event as compact JSON. Non-finite numbers are sent as null: NaN is not JSON, and a page's
-    JSON.parse drops the whole event over one (review M5)."""
+    JSON.parse drops the whole event over one (review M5). A partial transcript (`"partial":
+    true`) is sent as `event: partial` with no id: EventSource's onmessage never sees it, so a
+    client that knows only events is unaffected, and a reconnect does not resume from it."""
+    if event.get("partial") is True:
+        data = json.dumps(_finite_or_null(event), separators=(",", ":"), allow_nan=False)
+        return f"event: partial\ndata: {data}\n\n".encode()
     lines = []
     event_id = event.get("event_id")
     if isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id):

@@ -18,6 +18,8 @@ for consumers in other languages):
                         members older than redis.events_ttl_s are dropped on each write.
 - `P:events`            pub/sub channel, every session's events (payload = the `m` bytes).
 - `P:events:S`          pub/sub channel, one session's events.
+- `P:partials`, `P:partials:S`  pub/sub channels, PartialTranscripts (all sessions, one session):
+                        words heard between windows, published by ingest, never stored.
 
 Idempotent event writes: one Lua script does SET NX on the `seen` key, and only when that
 succeeds XADDs the event and PUBLISHes it on both channels. The script runs atomically, so a
@@ -63,6 +65,7 @@ from workers.schemas import (
     MAX_WINDOW_BYTES,
     EmotionEvent,
     FeatureWindow,
+    PartialTranscript,
     check_session_id,
     decode,
     encode,
@@ -133,6 +136,13 @@ class Keys:
 
     def session_channel(self, session_id: str) -> str:
         return f"{self.prefix}:events:{_check_session(session_id)}"
+
+    @property
+    def partials_channel(self) -> str:
+        return f"{self.prefix}:partials"
+
+    def session_partials_channel(self, session_id: str) -> str:
+        return f"{self.prefix}:partials:{_check_session(session_id)}"
 
 
 def _check_session(session_id: str) -> str:
@@ -211,20 +221,23 @@ def _s(value: bytes | str) -> str:
 SUBSCRIBE_CONFIRM_SECONDS = 5.0
 
 
-async def _subscribe_confirmed(pubsub: Any, channel: str, timeout: float) -> None:
-    """SUBSCRIBE, then wait for the server's confirmation.
+async def _subscribe_confirmed(pubsub: Any, channels: list[str], timeout: float) -> None:
+    """SUBSCRIBE, then wait for the server's confirmation of every channel.
 
     redis-py reads no reply to SUBSCRIBE, so on a pooled connection whose server has gone the
     write alone "succeeds" (seen in CI: a restart counted as two outages); only the
     confirmation proves the subscription is there.
     """
-    await pubsub.subscribe(channel)
+    await pubsub.subscribe(*channels)
+    waiting = len(channels)
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         msg = await pubsub.get_message(timeout=left)
         if msg is not None and msg.get("type") == "subscribe":
-            return
-    raise RedisTimeoutError(f"no confirmation of SUBSCRIBE {channel} within {timeout:.0f} s")
+            waiting -= 1
+            if waiting == 0:
+                return
+    raise RedisTimeoutError(f"no confirmation of SUBSCRIBE {channels} within {timeout:.0f} s")
 
 
 class Bus:
@@ -615,6 +628,15 @@ class Bus:
         await self._call("ZADD sessions", pipe.execute())
         return True
 
+    async def publish_partial(self, partial: PartialTranscript) -> None:
+        """PUBLISH a partial transcript on its session's and the all-sessions partials channel
+        (nothing is stored: the next event's words replace it)."""
+        payload = encode(partial)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.publish(self.keys.session_partials_channel(partial.session_id), payload)
+        pipe.publish(self.keys.partials_channel, payload)
+        await self._call("PUBLISH partial", pipe.execute())
+
     def _decode_events(self, entries: list) -> list[EmotionEvent]:
         out = []
         for entry_id, fields in entries:
@@ -714,19 +736,24 @@ class Bus:
 
     @contextlib.asynccontextmanager
     async def event_feed(
-        self, session_id: str | None = None, poll_s: float = 1.0
-    ) -> AsyncIterator[AsyncIterator[EmotionEvent]]:
+        self, session_id: str | None = None, poll_s: float = 1.0, *, partials: bool = False
+    ) -> AsyncIterator[AsyncIterator[EmotionEvent | PartialTranscript]]:
         """Subscribe to live events (one session, or all); subscribed on entry, so history read
-        inside the block cannot miss an event published meanwhile (deduplicate by event_id)."""
-        channel = (
-            self.keys.events_channel
-            if session_id is None
-            else self.keys.session_channel(session_id)
-        )
+        inside the block cannot miss an event published meanwhile (deduplicate by event_id).
+        With `partials`, the session's PartialTranscripts come through it too."""
+        if session_id is None:
+            channels = [self.keys.events_channel]
+            if partials:
+                channels.append(self.keys.partials_channel)
+        else:
+            channels = [self.keys.session_channel(session_id)]
+            if partials:
+                channels.append(self.keys.session_partials_channel(session_id))
+        channel = channels[0]
         pubsub = self._r.pubsub()
         try:
             try:
-                await _subscribe_confirmed(pubsub, channel, SUBSCRIBE_CONFIRM_SECONDS)
+                await _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 # Likely a pooled connection left from before an outage: its error is not yet
                 # an outage. aclose() disconnects it, so the retry reconnects.
@@ -734,12 +761,12 @@ class Bus:
                 pubsub = self._r.pubsub()
                 await self._call(
                     "SUBSCRIBE",
-                    _subscribe_confirmed(pubsub, channel, SUBSCRIBE_CONFIRM_SECONDS),
+                    _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS),
                 )
             else:
                 self._answered()
 
-            async def feed() -> AsyncIterator[EmotionEvent]:
+            async def feed() -> AsyncIterator[EmotionEvent | PartialTranscript]:
                 while True:
                     msg = await self._call(
                         "pub/sub", pubsub.get_message(timeout=poll_s), proves_up=False
@@ -751,7 +778,9 @@ class Bus:
                     except SchemaError as exc:
                         log.warning("skipping undecodable message on %s: %s", channel, exc)
                         continue
-                    if isinstance(ev, EmotionEvent):
+                    if isinstance(ev, EmotionEvent) or (
+                        partials and isinstance(ev, PartialTranscript)
+                    ):
                         yield ev
 
             yield feed()

@@ -24,6 +24,12 @@ queued without bound: at most MAX_FRAME_JOBS frames per session are in flight (a
 is skipped: `frames_deferred`), and when a window is extracted, its frames whose job has not
 started yet are cancelled and left out (`frames_dropped_late`); the window then has fewer face
 rows, and no face only if none was ready.
+
+Partial transcripts: between windows, a `PartialTranscriber` (workers/partials.py; one thread and
+a Whisper model of its own) transcribes each session's words that no event carries yet and
+publishes them as partials; it starts nothing while any session's window waits for extraction.
+What is shed under load, first to last: partials, frames (deferred, then dropped late), windows
+(the oldest pending one of a session). Each is counted (IngestCounters, /metrics).
 """
 
 from __future__ import annotations
@@ -40,9 +46,11 @@ import numpy as np
 
 from stream.drop_oldest import DropOldestQueue
 from stream.sink import MediaSink, SessionInfo
+from workers.features.asr import Transcriber
 from workers.features.extractor import FrameFeature, WindowExtractor
 from workers.frame_batcher import FrameBatcher
 from workers.outbox import Outbox, Publish
+from workers.partials import PartialAudio, PartialTranscriber, PublishPartial
 from workers.schemas import FeatureWindow
 from workers.settings import WorkerSettings
 from workers.transcript import SessionTranscript
@@ -92,14 +100,28 @@ class IngestCounters:
     frames_encoded: int = 0
     """Frames whose faces + CLIP job ran; frames_encoded / frame_batches = mean batch size."""
     frame_batches: int = 0
+    partials_published: int = 0
+    partial_rounds_skipped_busy: int = 0
+    """Partial transcripts not started because a window was waiting for extraction."""
+    partial_errors: int = 0
+    partial_asr_ms: float = 0.0
+    """Time spent transcribing partials (one thread: / wall time = the share of a core)."""
 
 
 class IngestPipeline:
     """Shared models and threads for every session of one ingest process."""
 
     def __init__(
-        self, settings: WorkerSettings, extractor: WindowExtractor, publish: Publish
+        self,
+        settings: WorkerSettings,
+        extractor: WindowExtractor,
+        publish: Publish,
+        *,
+        partial_asr: Transcriber | None = None,
+        publish_partial: PublishPartial | None = None,
     ) -> None:
+        """`partial_asr` and `publish_partial` (both, and asr.partial_seconds > 0) turn on
+        partial transcripts (workers/partials.py)."""
         self.settings = settings
         self.extractor = extractor
         self.publish = publish
@@ -121,6 +143,16 @@ class IngestPipeline:
         # still be in extraction while the new one streams, and both must be waited for on close.
         self._sessions: dict[str, SessionIngest] = {}
         self._closed = False
+        self.partials: PartialTranscriber | None = None
+        if partial_asr is not None and publish_partial is not None:
+            if settings.asr.partial_seconds > 0:
+                self.partials = PartialTranscriber(
+                    partial_asr,
+                    settings.asr.partial_seconds,
+                    publish_partial,
+                    lambda: [s for s in self._sessions.values() if not s.closing],
+                    self.counters,
+                )
 
     def sink_factory(self, info: SessionInfo) -> SessionIngest:
         """Called by the WebRTC server for each new session (on the event loop)."""
@@ -128,6 +160,8 @@ class IngestPipeline:
             raise RuntimeError("ingest pipeline is closed")
         session = SessionIngest(self, info)
         session.start()
+        if self.partials is not None:
+            self.partials.start()
         self._sessions[info.connection_id] = session
         self.counters.sessions_started += 1
         self.counters.sessions_active = len(self._sessions)
@@ -166,6 +200,8 @@ class IngestPipeline:
         await asyncio.gather(
             *(s.aclose() for s in list(self._sessions.values())), return_exceptions=True
         )
+        if self.partials is not None:
+            await self.partials.aclose()
         await self.outbox.aclose(UNSENT_FLUSH_SECONDS)
         # Off the loop: a job still running must not freeze every other task while it ends.
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
@@ -233,6 +269,39 @@ class SessionIngest(MediaSink):
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
+
+    # ---- PartialSource (workers/partials.py; on the event loop) ----------------------------
+
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def connection_id(self) -> str:
+        return self.info.connection_id
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def audio_end(self) -> float:
+        return self.windower.audio_end
+
+    @property
+    def extraction_behind(self) -> bool:
+        return bool(self._pending)
+
+    def partial_audio(self, lead: float, longest: float) -> PartialAudio | None:
+        """The audio whose words no event has given out yet, `lead` s before it, at most
+        `longest` s in all (the newest); None when there is less than half a second."""
+        end = self.windower.audio_end
+        until = self.transcript.until
+        audio, start = self.windower.recent_audio(max(until - lead, end - longest))
+        if audio is None or start is None or audio.size < self.windower.sr // 2:
+            return None
+        wall_end = min(time.time(), self.info.started_wall + end)
+        return PartialAudio(audio, start, until, end, wall_end)
 
     @property
     def windows_dropped(self) -> int:

@@ -19,7 +19,10 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   publish_error|unsent}`, `merclip_ingest_windows_unsent` (held during a Redis outage),
   `merclip_ingest_frames_extracted_ahead_total`, `merclip_ingest_frames_deferred_total`,
   `merclip_ingest_frames_dropped_late_total`, `merclip_ingest_frames_encoded_total`,
-  `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches)
+  `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches),
+  `merclip_ingest_partials_published_total`, `merclip_ingest_partial_rounds_skipped_busy_total`
+  (partials shed under load), `merclip_ingest_partial_errors_total`,
+  `merclip_ingest_partial_asr_seconds_total` (busy time of the partials' Whisper thread)
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|face_encoder|
   text_encoder|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference (read at scrape time from every `InferenceCounters`, see `track_inference`):
@@ -177,9 +180,22 @@ class _IngestCollector(_SummingCollector):
                 "audio_samples_dropped_ahead",
                 "16 kHz audio samples dropped because a sender ran ahead of real time",
             ),
+            ("partials_published", "Partial transcripts published between windows"),
+            (
+                "partial_rounds_skipped_busy",
+                "Partial transcripts not started: a window was waiting for extraction (shed)",
+            ),
+            ("partial_errors", "Partial transcripts that failed"),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))
+        with self._lock:
+            asr_ms = sum(float(getattr(c, "partial_asr_ms", 0.0)) for c in self._tracked)
+        yield CounterMetricFamily(
+            "merclip_ingest_partial_asr_seconds",
+            "Time the partial transcripts' one Whisper thread was busy",
+            value=asr_ms / 1000,
+        )
         drops = CounterMetricFamily(
             "merclip_ingest_windows_dropped",
             "Windows that never reached the work stream, by reason",

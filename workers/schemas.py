@@ -1,9 +1,11 @@
 """Every message that travels through Redis: typed, versioned, msgpack-encoded.
 
-Two message types:
+Three message types:
 - `FeatureWindow` (ingest → inference, on the windows stream): the features of one rolling window
   of one session. Features only: never raw audio or video.
 - `EmotionEvent` (inference → subscribers, on the per-session event stream and the live channel).
+- `PartialTranscript` (ingest → subscribers, on the partials channels only, never stored): the
+  words heard since the last event's, between windows; the next event replaces them.
 
 Wire format: a msgpack map `{"v": SCHEMA_VERSION, "type": <MessageType>, ...fields}`; numpy arrays
 are msgpack ext type 1 holding `dtype|shape|raw bytes`. Other languages read the same map; arrays
@@ -50,6 +52,7 @@ __all__ = [
     "FeatureWindow",
     "Latency",
     "MessageType",
+    "PartialTranscript",
     "Word",
     "check_session_id",
     "decode",
@@ -69,6 +72,7 @@ the `stage` label of merclip_stage_seconds). A window may add others (`frames_ah
 class MessageType(enum.StrEnum):
     FEATURE_WINDOW = "feature_window"
     EMOTION_EVENT = "emotion_event"
+    PARTIAL_TRANSCRIPT = "partial_transcript"
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,37 @@ class EmotionEvent:
         return _to_plain(self)
 
 
+@dataclass(frozen=True)
+class PartialTranscript:
+    """What one session said since its last event's words, transcribed between windows
+    (workers/partials.py). Provisional: the words of the next events replace it (they may spell
+    a word differently, or drop one), so a page shows it after the final transcript, marked as
+    partial, and forgets the words of it that an event has since published."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PARTIAL_TRANSCRIPT
+
+    session_id: str
+    connection_id: str
+    seq: int
+    """Partial number within the connection, from 0 (a later one replaces an earlier one)."""
+    final_until: float
+    """Media time up to which the session's events have given out words (or will, for the
+    windows already cut): the words here all end after it."""
+    media_end: float
+    """The audio transcribed ends here (media clock)."""
+    wall_end: float
+    """Unix time at which the audio up to media_end had arrived."""
+    words: list[Word]
+    text: str
+    """`words` joined by spaces."""
+    asr_ms: float
+    partial: bool = True
+    """Always true: lets a client that reads any message tell this one from an event."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
 def event_id_for(
     session_id: str, seq: int, model_name: str, model_version: str, connection_id: str = ""
 ) -> str:
@@ -221,14 +256,17 @@ def event_id_for(
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
-def encode(message: FeatureWindow | EmotionEvent) -> bytes:
+Message = FeatureWindow | EmotionEvent | PartialTranscript
+
+
+def encode(message: Message) -> bytes:
     body = _to_plain(message, keep_arrays=True)
     body["v"] = SCHEMA_VERSION
     body["type"] = message.TYPE.value
     return msgpack.packb(body, default=_pack_ext, use_bin_type=True)
 
 
-def decode(data: bytes) -> FeatureWindow | EmotionEvent:
+def decode(data: bytes) -> Message:
     """Decode bytes into their message; anything malformed raises SchemaError."""
     try:
         body = msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False, strict_map_key=True)
@@ -242,9 +280,11 @@ def decode(data: bytes) -> FeatureWindow | EmotionEvent:
     if version != SCHEMA_VERSION:
         raise SchemaError(f"schema version {version!r} not supported (this is {SCHEMA_VERSION})")
     kind = body.pop("type", None)
-    cls: type[FeatureWindow] | type[EmotionEvent]
+    cls: type[FeatureWindow] | type[EmotionEvent] | type[PartialTranscript]
     if kind == MessageType.FEATURE_WINDOW.value:
         cls = FeatureWindow
+    elif kind == MessageType.PARTIAL_TRANSCRIPT.value:
+        cls = PartialTranscript
     elif kind == MessageType.EMOTION_EVENT.value:
         cls = EmotionEvent
         if isinstance(body.get("latency"), dict):

@@ -10,6 +10,10 @@ pub/sub, which is fire-and-forget: a subscriber that stops reading for long is d
 Redis at its output-buffer limit; a consumer that must miss nothing reads the per-session stream
 `P:{S}:events` with XREAD instead (docs/REDIS.md).
 
+Partial transcripts: with `partials=True`, the PartialTranscripts of the session(s) (words heard
+between windows, workers/partials.py) come through too, as they are published: never replayed
+(they are not stored) and not deduplicated (each replaces the one before).
+
 Stopping: `break` out of the loop or cancel the task; the generator then unsubscribes and closes
 its connection (use `contextlib.aclosing(subscribe(...))` to make that happen at once instead of
 when the generator is garbage-collected).
@@ -26,7 +30,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from workers.bus import Bus, BusError
-from workers.schemas import EmotionEvent
+from workers.schemas import EmotionEvent, PartialTranscript
 from workers.settings import RedisSettings
 
 __all__ = ["EventHub", "subscribe"]
@@ -58,16 +62,19 @@ async def subscribe(
     session: str | None = None,
     replay: int = 0,
     prefix: str = "merclip",
-) -> AsyncGenerator[EmotionEvent, None]:
+    *,
+    partials: bool = False,
+) -> AsyncGenerator[EmotionEvent | PartialTranscript, None]:
     """Yield events of one session (or of all sessions when `session` is None).
 
     `replay` > 0 first yields up to that many of the most recent stored events, oldest first.
+    `partials`: also yield the live PartialTranscripts (see the module doc).
     Raises workers.bus.BusError when Redis cannot be reached.
     """
     settings = RedisSettings(prefix=prefix)
     seen = _SeenIds(max(_SEEN_CAPACITY, 2 * replay))
     async with Bus.connect(redis_url, settings) as bus:
-        async with bus.event_feed(session) as live:
+        async with bus.event_feed(session, partials=partials) as live:
             if replay > 0:
                 history = (
                     await bus.events(session, replay)
@@ -77,14 +84,14 @@ async def subscribe(
                 for event in history:
                     if seen.add(event.event_id):
                         yield event
-            async for event in live:
-                if session is not None and event.session_id != session:
+            async for item in live:
+                if session is not None and item.session_id != session:
                     # Published on this session's channel for another session: not ours to show
                     # (only a forger writes that; review M6).
-                    log.debug("dropped an event of %r on %r's channel", event.session_id, session)
+                    log.debug("dropped an event of %r on %r's channel", item.session_id, session)
                     continue
-                if seen.add(event.event_id):
-                    yield event
+                if isinstance(item, PartialTranscript) or seen.add(item.event_id):
+                    yield item
 
 
 # -- one process, many streams ---------------------------------------------------------------
@@ -102,11 +109,12 @@ HISTORY_READS = 4
 @dataclass(eq=False)
 class _Listener:
     session: str | None
-    queue: asyncio.Queue[EmotionEvent | BaseException] = field(
+    partials: bool = False
+    queue: asyncio.Queue[EmotionEvent | PartialTranscript | BaseException] = field(
         default_factory=lambda: asyncio.Queue(_HUB_QUEUE)
     )
 
-    def put(self, item: EmotionEvent | BaseException) -> None:
+    def put(self, item: EmotionEvent | PartialTranscript | BaseException) -> None:
         if self.queue.full():
             self.queue.get_nowait()  # drop the oldest: never block the hub on one stream
         self.queue.put_nowait(item)
@@ -149,10 +157,11 @@ class EventHub:
         return len(self._listeners)
 
     async def events(
-        self, session: str | None = None, replay: int = 0
-    ) -> AsyncGenerator[EmotionEvent, None]:
-        """Like `subscribe(url, session, replay)`, on the hub's shared connections."""
-        listener = _Listener(session)
+        self, session: str | None = None, replay: int = 0, *, partials: bool = False
+    ) -> AsyncGenerator[EmotionEvent | PartialTranscript, None]:
+        """Like `subscribe(url, session, replay, partials=...)`, on the hub's shared
+        connections."""
+        listener = _Listener(session, partials)
         self._join(listener)
         try:
             await self._subscribed.wait()
@@ -173,7 +182,7 @@ class EventHub:
                 item = await listener.queue.get()
                 if isinstance(item, BaseException):
                     raise item
-                if seen.add(item.event_id):
+                if isinstance(item, PartialTranscript) or seen.add(item.event_id):
                     yield item
         finally:
             self._leave(listener)
@@ -241,13 +250,18 @@ class EventHub:
     async def _run(self, subscribed: asyncio.Event) -> None:
         mine = asyncio.current_task()
         try:
-            async with self.bus.event_feed(None, poll_s=self.poll_s) as feed:
+            # Partials on the same connection: one subscription per process still.
+            async with self.bus.event_feed(None, poll_s=self.poll_s, partials=True) as feed:
                 self._ring.clear()
                 self._subscribed_at = time.monotonic()
                 subscribed.set()
                 async for event in feed:
-                    self._ring.append((time.monotonic(), event))
+                    partial = isinstance(event, PartialTranscript)
+                    if isinstance(event, EmotionEvent):
+                        self._ring.append((time.monotonic(), event))
                     for listener in list(self._listeners):
+                        if partial and not listener.partials:
+                            continue
                         if listener.session is None or listener.session == event.session_id:
                             listener.put(event)
         except asyncio.CancelledError:

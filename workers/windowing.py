@@ -267,6 +267,11 @@ class SessionWindower:
         self._trim()
         return window
 
+    def recent_audio(self, start: float) -> tuple[np.ndarray | None, float | None]:
+        """The audio held from media time `start` (or the oldest held, if later) to the end,
+        and the media time of its first sample (partial transcripts: workers/partials.py)."""
+        return self._audio_between(start, self.audio_end)
+
     # ---- memory --------------------------------------------------------------------------
 
     def _audio_between(self, start: float, end: float) -> tuple[np.ndarray | None, float | None]:

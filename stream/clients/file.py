@@ -2,6 +2,9 @@
 
 The file plays in real time through aiortc's MediaPlayer (a WAV gives an audio-only session, a
 video file gives audio and video), offered by `connect_peer` (stream/clients/peer_client.py).
+With `passthrough` (`--passthrough`), a file already in WebRTC codecs (VP8 / Opus, e.g. a webm)
+is sent as its encoded packets, not decoded and encoded again: what a browser costs the machine
+it runs on stays off this one (the benchmarks' clients share the server's machine).
 """
 
 from __future__ import annotations
@@ -80,12 +83,13 @@ async def stream_file(
     seconds: float | None = None,
     loopback: bool = False,
     token: str | None = None,
+    passthrough: bool = False,
 ) -> str:
     """Stream `path` to the server in real time until it ends (or for `seconds`); returns the
     session id. Raises StreamError when the server refuses or the connection fails."""
-    player = MediaPlayer(str(path))
+    player = MediaPlayer(str(path), decode=not passthrough)
     audio = player.audio
-    if audio is not None and _audio_channels(path) == 1:
+    if not passthrough and audio is not None and _audio_channels(path) == 1:
         audio = GainTrack(audio, math.sqrt(2.0))
     tracks = [t for t in (audio, player.video) if t is not None]
     if not tracks:
@@ -122,12 +126,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loopback", action="store_true", help="offer 127.0.0.1 as an ICE candidate"
     )
+    parser.add_argument(
+        "--passthrough",
+        action="store_true",
+        help="send the file's VP8/Opus packets as they are (no decoding and re-encoding)",
+    )
 
 
 def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     if not args.file.exists():
         raise StreamError(f"{args.file}: no such file")
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
-    sid = asyncio.run(stream_file(url, args.file, args.session, args.seconds, args.loopback))
+    sid = asyncio.run(
+        stream_file(
+            url, args.file, args.session, args.seconds, args.loopback, passthrough=args.passthrough
+        )
+    )
     print(sid)
     return 0

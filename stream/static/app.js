@@ -49,6 +49,8 @@ const state = {
   sessionId: null,
   count: 0,
   shown: new Set(),
+  partial: null, // the latest partial transcript (SSE `event: partial`)
+  finalUntil: 0, // media end of the last word an event published
 };
 
 function setStatus(text) {
@@ -89,6 +91,9 @@ function waitForIceGathering(pc) {
 
 async function join() {
   showError("");
+  // A new connection's media clock starts at 0 again.
+  state.partial = null;
+  state.finalUntil = 0;
   $("join").disabled = true;
   try {
     setStatus("asking for camera and microphone");
@@ -183,6 +188,15 @@ function openEvents(sessionId) {
       console.error("bad event", err, msg.data);
     }
   };
+  // Partial transcripts (SSE `event: partial`): the words heard since the last event's, shown
+  // after the transcript until events carry them.
+  source.addEventListener("partial", (msg) => {
+    try {
+      renderPartial(JSON.parse(msg.data));
+    } catch (err) {
+      console.error("bad partial", err, msg.data);
+    }
+  });
   source.onerror = () => {
     // EventSource reconnects by itself; say so instead of failing silently.
     if (source.readyState === EventSource.CONNECTING) console.warn("events: reconnecting");
@@ -292,11 +306,42 @@ function renderSentiment(ev) {
   if (parts.length) el.appendChild(document.createTextNode(`  (${parts.join(" · ")})`));
 }
 
+function renderPartial(p) {
+  // A later partial replaces an earlier one; only the words after what events published show.
+  state.partial = p;
+  showPartial();
+}
+
+function showPartial() {
+  const list = $("transcript");
+  let item = list.querySelector("li.partial");
+  const p = state.partial;
+  const after = state.finalUntil || 0;
+  const words = p ? (p.words || []).filter((w) => Number(w.media_end) > after) : [];
+  if (!words.length) {
+    if (item) item.remove();
+    return;
+  }
+  if (!item) {
+    item = document.createElement("li");
+    item.className = "partial";
+    item.title = "partial: the next event may spell these words differently";
+  }
+  item.textContent = words.map((w) => w.text).join(" ");
+  list.appendChild(item); // always last
+  list.scrollTop = list.scrollHeight;
+}
+
 function renderTranscript(ev) {
   // new_text: the words this event adds. Each word of the session is in one event only, while
   // ev.transcript is its whole window, which the overlapping next window says again.
   const text = (ev.new_text || "").trim();
-  if (!text) return;
+  const last = (ev.words || [])[(ev.words || []).length - 1];
+  if (last) state.finalUntil = Math.max(state.finalUntil || 0, Number(last.media_end) || 0);
+  if (!text) {
+    showPartial();
+    return;
+  }
   const list = $("transcript");
   const item = document.createElement("li");
   const t = document.createElement("span");
@@ -306,7 +351,7 @@ function renderTranscript(ev) {
   item.append(t, document.createTextNode(text));
   list.appendChild(item);
   while (list.children.length > TRANSCRIPT_LINES) list.removeChild(list.firstChild);
-  list.scrollTop = list.scrollHeight;
+  showPartial(); // after the final words, without those they now carry
 }
 
 function setPresence(el, present, yes, no) {

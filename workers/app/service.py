@@ -24,9 +24,11 @@ from workers import metrics
 from workers.app.settings import Settings
 from workers.app.web import shown_url, start_site
 from workers.bus import Bus
+from workers.features.asr import Transcriber
 from workers.features.extractor import WindowExtractor
 from workers.ingest import IngestPipeline
 from workers.monitor import Monitor
+from workers.partials import PARTIAL_CONTEXT_SECONDS
 from workers.redis_server import EmbeddedRedis
 from workers.schemas import FeatureWindow
 from workers.subscriber import EventHub
@@ -104,7 +106,21 @@ class LiveService:
             await stack.enter_async_context(self.worker)
 
         if extractor is not None:
-            self.pipeline = IngestPipeline(s, extractor, self._publish_window)
+            partial_asr = None
+            if extractor.asr is not None and s.asr.partial_seconds > 0:
+                partial_asr = await asyncio.to_thread(
+                    Transcriber.from_settings,
+                    s.asr,
+                    context_seconds=PARTIAL_CONTEXT_SECONDS,
+                    cpu_threads=1,  # at most one core (workers/partials.py)
+                )
+            self.pipeline = IngestPipeline(
+                s,
+                extractor,
+                self._publish_window,
+                partial_asr=partial_asr,
+                publish_partial=self.bus.publish_partial,
+            )
             metrics.track_ingest(self.pipeline.counters)
             stack.push_async_callback(self.pipeline.aclose)
             self.app = create_app(s, self.pipeline.sink_factory, self._events)
@@ -141,9 +157,10 @@ class LiveService:
         return out
 
     async def _events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Events of one session for its page: recent history, then live."""
+        """Events of one session for its page: recent history, then live, with the partial
+        transcripts between them (SSE `event: partial`)."""
         assert self.hub is not None
-        async for event in self.hub.events(session_id, replay=EVENT_REPLAY):
+        async for event in self.hub.events(session_id, replay=EVENT_REPLAY, partials=True):
             yield event.to_json_dict()
 
     async def aclose(self, timeout: float = 60.0) -> None:

@@ -173,7 +173,16 @@ class Transcriber:
         log.info("Whisper %s loaded in %.2f s (%s)", model, time.perf_counter() - t0, source)
 
     @classmethod
-    def from_settings(cls, asr: AsrSettings, device: str = "cpu") -> Transcriber:
+    def from_settings(
+        cls,
+        asr: AsrSettings,
+        device: str = "cpu",
+        *,
+        context_seconds: float | None = None,
+        cpu_threads: int = 0,
+    ) -> Transcriber:
+        """The configured model; `context_seconds` / `cpu_threads` override the context and
+        CTranslate2's threads (the partial transcripts' model: workers/partials.py)."""
         return cls(
             asr.model,
             compute_type=asr.compute_type,
@@ -181,7 +190,8 @@ class Transcriber:
             beam_size=asr.beam_size,
             min_speech_ratio=asr.min_speech_ratio,
             device=device,
-            context_seconds=asr.context_seconds,
+            cpu_threads=cpu_threads,
+            context_seconds=asr.context_seconds if context_seconds is None else context_seconds,
         )
 
     def transcribe(self, audio16k: np.ndarray | None) -> str:

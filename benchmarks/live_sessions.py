@@ -73,25 +73,21 @@ def reference_words(directory: Path) -> list[list[RefWord]]:
     ]
 
 
-def make_media(
-    directory: Path, seconds: float, fps: int = 15, pause: float = 0.0
-) -> tuple[Path, list[RefWord]]:
-    """A VP8/Opus webm: drifting face, sentences spoken back to back, `pause` s between them;
-    and the reference timings of its words (media seconds)."""
-    out = directory / f"bench-{int(seconds)}s-pause{pause:g}-v3.webm"
-    words_file = out.with_suffix(".words.json")
-    if out.exists() and words_file.exists():
-        return out, word_latency.load(words_file)
-    rate = 48000
+def speech_track(
+    directory: Path, seconds: float, pause: float = 0.0
+) -> tuple[np.ndarray, list[RefWord]]:
+    """16 kHz speech: SENTENCES back to back from 0.5 s, `pause` s between them; and the
+    reference timings of its words (seconds into the track)."""
+    rate = 16000
     speech = [read_wav_16k(speech_wav(directory, s)) for s in SENTENCES]
     per_sentence = reference_words(directory)
     ref: list[RefWord] = []
     track = np.zeros(int(seconds * rate), np.float32)
     pos, i = int(0.5 * rate), 0
     while pos < track.size:
-        up = np.repeat(speech[i % len(speech)], 3)  # 16 kHz -> 48 kHz (good enough for ASR)
-        n = min(up.size, track.size - pos)
-        track[pos : pos + n] = up[:n]
+        clip = speech[i % len(speech)]
+        n = min(clip.size, track.size - pos)
+        track[pos : pos + n] = clip[:n]
         start = pos / rate
         ref += [
             RefWord(w.text, start + w.start, start + w.end)
@@ -100,6 +96,20 @@ def make_media(
         ]
         pos += n + int(pause * rate)
         i += 1
+    return track, ref
+
+
+def make_media(
+    directory: Path, seconds: float, fps: int = 15, pause: float = 0.0
+) -> tuple[Path, list[RefWord]]:
+    """A VP8/Opus webm: drifting face, speech_track's sentences; and its reference words."""
+    out = directory / f"bench-{int(seconds)}s-pause{pause:g}-v3.webm"
+    words_file = out.with_suffix(".words.json")
+    if out.exists() and words_file.exists():
+        return out, word_latency.load(words_file)
+    rate = 48000
+    speech16k, ref = speech_track(directory, seconds, pause)
+    track = np.repeat(speech16k, 3)  # 16 kHz -> 48 kHz (good enough for ASR)
     word_latency.save(ref, words_file)
     with av.open(str(out), "w", format="webm") as c:
         vs = c.add_stream("libvpx", rate=fps)
@@ -252,6 +262,12 @@ async def run_bench(
         "word_latency": word_latency.summary(lat_first, missed_first),
         "word_latency_events": word_latency.summary(lat_events, missed_events),
         "partials": sum(1 for _, p in partials if p.session_id in sessions),
+        "transcripts": {
+            sid: " ".join(
+                e.new_text for e in sorted(evs, key=lambda e: e.seq) if e.session_id == sid
+            )
+            for sid in sessions
+        },
         "events": len(evs),
         "events_per_session": {s: sum(1 for e in evs if e.session_id == s) for s in sessions},
         "windows_expected_at_least": expected,
@@ -383,6 +399,7 @@ SHED_METRICS = {
     "frames_deferred": "merclip_ingest_frames_deferred_total",
     "frames_dropped_late": "merclip_ingest_frames_dropped_late_total",
     "partial_rounds_skipped": "merclip_ingest_partial_rounds_skipped_busy_total",
+    "audio_samples_dropped_ahead": "merclip_ingest_audio_samples_dropped_ahead_total",
 }
 
 

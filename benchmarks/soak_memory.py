@@ -99,7 +99,7 @@ def main() -> int:
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="merclip-soak-"))
-    media = make_media(work, args.clip_seconds)
+    media, _words = make_media(work, args.clip_seconds)
     env = {"MERCLIP_SERVER_MAX_SESSIONS": str(max(8, args.sessions))}
     if args.tiny:
         env["MERCLIP_MODEL_NAME"] = "merclip-tiny-live"

@@ -113,6 +113,7 @@ def summary(latencies: Sequence[float], missed: int) -> dict[str, float | int]:
     return {
         "p50_s": round(pct(latencies, 50), 3),
         "p95_s": round(pct(latencies, 95), 3),
+        "min_s": round(min(latencies), 3) if latencies else float("nan"),
         "words_seen": len(latencies),
         "words_missed": missed,
     }

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import json
+import sys
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from bus_helpers import make_event, make_window, unique_prefix
+import redis
+from bus_helpers import make_event, make_window, tiny_worker_env, unique_prefix
 from cluster_helpers import Cluster, cluster_available, real_cluster
 from redis.crc import key_slot
 
@@ -33,7 +37,8 @@ pytestmark = [
     pytest.mark.skipif(not cluster_available(), reason="needs /usr/bin/redis-server, redis-cli"),
 ]
 
-log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +113,39 @@ async def test_a_standalone_server_named_a_cluster_is_refused_at_connect() -> No
         with pytest.raises(BusConfigError, match="not a Redis Cluster node"):
             async with Bus.connect(url, RedisSettings(cluster="on")):
                 pass
+
+
+async def test_merclip_subscribe_on_a_cluster_prints_the_events_of_every_master(
+    cluster: Cluster,
+) -> None:
+    prefix = unique_prefix()
+    sessions = _sessions_on_every_master(cluster)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.app", "subscribe", "--redis-url", cluster.url,
+        "--count", str(len(sessions)),
+        env=tiny_worker_env(prefix), cwd=ROOT, stdout=PIPE, stderr=PIPE,
+    )  # fmt: skip
+    try:
+        await _until(lambda: _subscribers(cluster, f"{prefix}:events") == 1, 60)
+        async with Bus.connect(cluster.url, RedisSettings(prefix=prefix)) as bus:
+            for s in sessions:
+                await bus.write_event(make_event(s, 0))
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["session_id"] for line in out.decode().splitlines()] == sessions
+
+
+def _subscribers(cluster: Cluster, channel: str) -> int:
+    """Subscribers of a classic channel over all nodes (PUBSUB NUMSUB counts one node's)."""
+    total = 0
+    for n in cluster.nodes:
+        with redis.Redis(port=n.port, socket_timeout=2) as r:
+            total += int(r.pubsub_numsub(channel)[0][1])
+    return total
 
 
 # -- the must-show: a master dies mid-stream ----------------------------------------------------

@@ -54,6 +54,16 @@ class Cluster:
                         return int(master[1])
         raise AssertionError(f"no master serves slot {slot}")
 
+    def replicas(self) -> list[int]:
+        """Ports of the live nodes that are replicas now."""
+        out = []
+        for n in self.nodes:
+            if n.running:
+                with redis.Redis(port=n.port, socket_timeout=2) as r:
+                    if r.info("replication")["role"] == "slave":
+                        out.append(n.port)
+        return out
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on `port` (what a crashed machine looks like to the others)."""
         node = self.node(port)

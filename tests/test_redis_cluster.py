@@ -284,6 +284,13 @@ async def test_windows_stream_through_a_cluster_whose_master_dies_mid_stream() -
                     after_kill = {k for k, t in producer.acked.items() if t > killed_at + 0.2}
                     await _until(lambda: after_kill <= set(seen.history), 60)
                     await asyncio.sleep(3 * settings.inference.claim_idle_ms / 1000)
+                # Buses old and new still answer with the dead node, and with a replica dead
+                # too (a health check that asked every node would fail here).
+                await worker_bus.ping()
+                cluster.kill(next(p for p in cluster.replicas() if p != doomed))
+                live = next(n for n in cluster.nodes if n.running)
+                async with Bus.connect(live.url, settings.redis) as late:
+                    assert late.cluster and await late.ping() > 0
             finally:
                 poller.cancel()
                 listener.cancel()

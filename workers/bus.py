@@ -477,7 +477,12 @@ class Bus:
     async def ping(self) -> float:
         """Round trip to the server in milliseconds; BusError when it does not answer."""
         t0 = time.perf_counter()
-        await self._call("PING", self._r.ping())
+        if isinstance(self._r, RedisCluster):
+            # The masters: a dead replica costs no slot. (redis-py's default, every node it
+            # knows, is only the masters in 8.1 without read_from_replicas; said, not assumed.)
+            await self._call("PING", self._r.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            await self._call("PING", self._r.ping())
         return (time.perf_counter() - t0) * 1000.0
 
     # -- work stream -------------------------------------------------------------------------

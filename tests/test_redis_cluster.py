@@ -291,6 +291,14 @@ async def test_windows_stream_through_a_cluster_whose_master_dies_mid_stream() -
                 live = next(n for n in cluster.nodes if n.running)
                 async with Bus.connect(live.url, settings.redis) as late:
                     assert late.cluster and await late.ping() > 0
+                # The whole cluster down is an outage that callers retry, like a lost server
+                # (redis-py's "Redis Cluster cannot be connected" is no RedisError).
+                for n in cluster.nodes:
+                    if n.running:
+                        cluster.kill(n.port)
+                with pytest.raises(BusError) as down:
+                    await producer_bus.add_window(make_window(sessions[0], seq))
+                assert retryable(down.value) and "cannot reach Redis" in str(down.value)
             finally:
                 poller.cancel()
                 listener.cancel()

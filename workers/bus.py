@@ -448,6 +448,12 @@ class Bus:
             ) from exc
         except _OUTAGE_ERRORS as exc:
             raise self._outage(what, exc) from exc
+        except RedisClusterException as exc:
+            # Not a RedisError: "Redis Cluster cannot be connected" when no node answers (the
+            # whole cluster down) is an outage like any other; the rest (cross-slot) are bugs.
+            if isinstance(exc.__cause__, _OUTAGE_ERRORS):
+                raise self._outage(what, exc) from exc
+            raise
         if proves_up:
             self._answered()
         return result

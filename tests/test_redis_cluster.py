@@ -139,6 +139,40 @@ async def test_merclip_subscribe_on_a_cluster_prints_the_events_of_every_master(
     assert [json.loads(line)["session_id"] for line in out.decode().splitlines()] == sessions
 
 
+async def test_merclip_infer_on_a_cluster_serves_every_partition(cluster: Cluster) -> None:
+    """The command, configured by config.toml and MERCLIP_REDIS_PARTITIONS only."""
+    prefix = unique_prefix()
+    settings = _settings(prefix)
+    env = tiny_worker_env(prefix, MERCLIP_REDIS_PARTITIONS="3", MERCLIP_INFERENCE_BLOCK_MS="50")
+    cmd = [sys.executable, "-m", "workers.app", "--config", str(ROOT / "config.toml"), "infer"]
+    cmd += ["--redis-url", cluster.url, "--stats-every", "0"]
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=ROOT, stderr=PIPE)
+    sessions = [f"cli-{i}" for i in range(6)]
+    try:
+        async with Bus.connect(cluster.url, settings.redis) as bus:
+            assert {bus.keys.partition_of(s) for s in sessions} == {0, 1, 2}
+            for seq in range(3):
+                for s in sessions:
+                    await bus.add_window(make_window(s, seq, age_s=0.0))
+
+            async def events() -> dict[str, list[int]]:
+                return {s: [e.seq for e in await bus.events(s)] for s in sessions}
+
+            deadline = time.monotonic() + 60
+            while (got := await events()) != {s: [0, 1, 2] for s in sessions}:
+                assert proc.returncode is None, "merclip infer exited"
+                assert time.monotonic() < deadline, f"events so far: {got}"
+                await asyncio.sleep(0.2)
+            assert await bus.pending_count(settings.inference.consumer_group) == 0
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 def _subscribers(cluster: Cluster, channel: str) -> int:
     """Subscribers of a classic channel over all nodes (PUBSUB NUMSUB counts one node's)."""
     total = 0

@@ -30,6 +30,7 @@ from workers.bus import Bus, BusConfigError, BusError, retryable
 from workers.inference import InferenceWorker
 from workers.redis_server import EmbeddedRedis
 from workers.schemas import EmotionEvent
+from workers.subscriber import EventHub
 
 pytestmark = [
     pytest.mark.slow,
@@ -82,13 +83,20 @@ async def test_events_from_every_master_reach_one_subscriber_once(cluster: Clust
     settings = RedisSettings(prefix=unique_prefix())
     sessions = _sessions_on_every_master(cluster)
     async with Bus.connect(cluster.url, settings) as bus:
+        hub = EventHub(bus, poll_s=0.2)  # what the pages' SSE streams share
+        page = hub.events(sessions[1])
+        first = asyncio.ensure_future(anext(page))
         async with bus.event_feed() as feed:  # a plain connection to one node
+            await _until(lambda: _subscribers(cluster, bus.keys.events_channel) == 2, 5)
             for s in sessions:
                 ev = make_event(s, 0)
                 assert await bus.write_event(ev) is True
                 assert await bus.write_event(ev) is False  # idempotent in the session's slot
             got = [await asyncio.wait_for(anext(feed), 5) for _ in sessions]
         assert [e.session_id for e in got] == sessions
+        assert (await asyncio.wait_for(first, 5)).session_id == sessions[1]
+        await page.aclose()
+        await hub.aclose()
         assert [len(await bus.events(s)) for s in sessions] == [1, 1, 1]
         assert set(await bus.sessions()) == set(sessions)
         assert [e.session_id for e in await bus.recent_events(10)] == sessions

@@ -8,7 +8,7 @@ import dataclasses
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,7 @@ async def test_one_batch_one_event_per_window(redis_url: str, prefix: str, predi
 class _DiesBeforeAck(Bus):
     """A worker's bus that never gets to XACK: the process "dies" after writing its events."""
 
-    async def ack(self, group: str, ids: list[str]) -> int:
+    async def ack(self, group: str, ids: Sequence[str], partition: int = 0) -> int:
         await asyncio.Event().wait()
         return 0
 

@@ -6,8 +6,12 @@ for consumers in other languages):
 - `P:windows`           stream, work queue of FeatureWindows (ingest → inference), XADD MAXLEN ~
                         redis.windows_maxlen; read through a consumer group (`inference.
                         consumer_group`). Entry field `m` = schemas.encode(window).
+                        With redis.partitions = N > 1: N streams `P:windows:{T}`, T = the
+                        partition's hash tag (`Keys.windows_streams`); session S's windows all
+                        go to partition crc32(S) % N, so they stay in order.
 - `P:dead`              stream, dead letters: fields `m` (the raw entry bytes), `entry_id`,
                         `reason`, `deliveries`, `wall` (unix time). MAXLEN ~ windows_maxlen.
+                        Per partition (`P:dead:{T}`) when N > 1.
 - `P:{S}:events`        stream, capped per-session event history (MAXLEN ~ redis.events_maxlen),
                         expiring redis.events_ttl_s after the session's latest event;
                         fields `m` = schemas.encode(EmotionEvent), `id` = its event_id. `{S}` is a
@@ -27,6 +31,16 @@ worker that dies at any point either wrote (and published) the event or did not;
 then either finds the `seen` key (nothing written, `write_event` returns False) or writes it.
 The `seen` key and the stream share the session's hash slot, so this also works on Cluster.
 
+Redis Cluster (redis.cluster "auto": detected at connect by INFO cluster; "on" / "off" force
+it) goes through redis-py's asyncio RedisCluster. Every multi-key call stays in one slot: the
+event script (`{S}`), a partition's XACK+XDEL transaction, the `P:sessions` ZADD pipeline (one
+key). The script's PUBLISH stays inside it: a channel is not a key, and classic PUBLISH on a
+cluster is broadcast to every node (tests/test_redis_cluster.py receives it on another node),
+so an event is still written and published in one atomic step. RedisCluster has no pub/sub, so
+`event_feed` subscribes with a plain connection to one node (another one when that one fails).
+A plain client that is answered MOVED/ASK (redis.cluster "off" on a cluster) raises
+BusConfigError, which names the setting, instead of retrying a redirect forever.
+
 Outages: every call fails fast (two quick client retries, under a second) with BusError instead
 of hanging, and the callers retry with backoff (redis-py's `EqualJitterBackoff`, driven by their
 count of failures in a row: ingest's outbox keeps a bounded buffer of unsent windows, the inference
@@ -43,20 +57,34 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import heapq
+import itertools
 import logging
 import math
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
@@ -72,7 +100,7 @@ from workers.schemas import (
 )
 from workers.settings import RedisSettings
 
-__all__ = ["Bus", "BusError", "Delivery", "Keys", "retryable"]
+__all__ = ["Bus", "BusConfigError", "BusError", "Delivery", "Keys", "retryable"]
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +129,34 @@ class BusError(MerClipError):
     """Callers retry a BusError with backoff (an outage ends by itself); see `retryable`."""
 
 
+class BusConfigError(BusError):
+    """The server is not what the bus is configured for (a cluster answering MOVED to a
+    single-server client): retrying cannot help, the configuration must change."""
+
+    retryable = False
+
+
 def retryable(exc: BaseException) -> bool:
     """Whether the failed call should be retried later: the error says so (`retryable`)."""
     return getattr(exc, "retryable", False) is True
+
+
+@functools.lru_cache(maxsize=4096)
+def partition_tag(index: int, partitions: int) -> str:
+    """Hash tag of work-queue partition `index`: `p<index>`, or the first `p<index>.<k>`, whose
+    slot lies in the middle half of the index-th of `partitions` equal slot ranges.
+
+    `redis-cli --cluster create` gives M masters M equal, contiguous slot ranges, so with
+    partitions = M (or a multiple) each master holds its share of the partitions; plain `p0`,
+    `p1`, `p2` hash to slots 15882, 11819, 7752: two of three on one master. The middle half
+    keeps clear of rounding at the range edges."""
+    width = REDIS_CLUSTER_HASH_SLOTS / partitions
+    lo, hi = (index + 0.25) * width, (index + 0.75) * width
+    for k in itertools.count():
+        tag = f"p{index}" if k == 0 else f"p{index}.{k}"
+        if lo <= key_slot(tag.encode()) < hi:
+            return tag
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -111,14 +164,37 @@ class Keys:
     """Key and channel names for one prefix (see the module docstring)."""
 
     prefix: str
+    partitions: int = 1
+
+    def _partitioned(self, name: str, index: int) -> str:
+        if self.partitions == 1:
+            return f"{self.prefix}:{name}"  # the single-stream names of before partitions
+        return f"{self.prefix}:{name}:{{{partition_tag(index, self.partitions)}}}"
 
     @property
     def windows(self) -> str:
-        return f"{self.prefix}:windows"
+        """The work stream of partition 0 (the only one when partitions == 1)."""
+        return self.windows_stream(0)
+
+    def windows_stream(self, index: int) -> str:
+        return self._partitioned("windows", index)
+
+    @property
+    def windows_streams(self) -> tuple[str, ...]:
+        return tuple(self.windows_stream(i) for i in range(self.partitions))
+
+    def partition_of(self, session_id: str) -> int:
+        """The partition of every window of a session: stable across processes and restarts
+        (crc32, not Python's salted hash)."""
+        return zlib.crc32(session_id.encode()) % self.partitions
 
     @property
     def dead(self) -> str:
-        return f"{self.prefix}:dead"
+        """The dead-letter stream of partition 0 (the only one when partitions == 1)."""
+        return self.dead_stream(0)
+
+    def dead_stream(self, index: int) -> str:
+        return self._partitioned("dead", index)
 
     @property
     def sessions(self) -> str:
@@ -163,6 +239,8 @@ class Delivery:
     message: FeatureWindow | None = None
     error: str | None = None
     """Why `raw` could not be decoded into a FeatureWindow (then `message` is None)."""
+    partition: int = 0
+    """The work-queue partition it was read from (acks and dead letters go back there)."""
 
 
 _SECRET_QUERY_KEYS = {"password", "ssl_password"}
@@ -240,26 +318,70 @@ async def _subscribe_confirmed(pubsub: Any, channels: list[str], timeout: float)
     raise RedisTimeoutError(f"no confirmation of SUBSCRIBE {channels} within {timeout:.0f} s")
 
 
+Client = aioredis.Redis | RedisCluster
+
+_OUTAGE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    # A cluster failing over: CLUSTERDOWN / MASTERDOWN / TRYAGAIN, or slots whose master is gone
+    # and not yet replaced (RedisCluster's own retries gave up). They end by themselves.
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
+
+_PARTITION_BLOCK_SLICE_MS = 50
+"""With several partitions, a blocking read waits on all of them at once in slices this long: a
+read returns as soon as any partition has windows, at most one slice after the first arrived
+(redis-py cannot wait on streams of different slots in one XREADGROUP on a cluster)."""
+
+
 class Bus:
     """Typed operations on the Redis bus. Create with `async with Bus.connect(url, settings):`."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         settings: RedisSettings,
         url: str = "",
         dedup_ttl_s: int = DEFAULT_DEDUP_TTL_S,
+        *,
+        connect_timeout: float = 5.0,
     ) -> None:
         self._r = client
+        self.cluster = isinstance(client, RedisCluster)
+        """True when talking to a Redis Cluster (through redis-py's RedisCluster)."""
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys(settings.prefix, settings.partitions)
         self.url = url
         self.dedup_ttl_s = dedup_ttl_s
+        self._connect_timeout = connect_timeout
         self._write_event = client.register_script(_WRITE_EVENT_LUA)
         self.available = True
         """False from the first failed call of an outage until a call succeeds again."""
         self.outages = 0
         self._down_since = 0.0
+        self._turn = 0  # rotates which partition is read / claimed first
+
+    @staticmethod
+    def _client(url: str, connect_timeout: float, *, cluster: bool) -> Client:
+        """A redis-py client for `url`; BusError for a URL redis-py rejects."""
+        # Few, quick client retries: an outage surfaces as BusError within a second and
+        # the caller's backoff paces reconnection (redis-py's default retries for ~10 s).
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 2)
+        try:
+            if cluster:
+                return RedisCluster.from_url(
+                    url, decode_responses=False, socket_connect_timeout=connect_timeout, retry=retry
+                )
+            return aioredis.from_url(
+                url, decode_responses=False, socket_connect_timeout=connect_timeout, retry=retry
+            )
+        except (ValueError, RedisError, RedisClusterException) as exc:  # ?ssl_cert_reqs=bogus
+            # The URL is redacted and so is redis-py's message, which may quote it (L3).
+            detail = str(exc).replace(url, _redact(url))
+            raise BusError(f"bad Redis URL {_redact(url)!r}: {_scrub(detail, url)}") from exc
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -271,53 +393,55 @@ class Bus:
         dedup_ttl_s: int = DEFAULT_DEDUP_TTL_S,
         connect_timeout: float = 5.0,
     ) -> AsyncIterator[Bus]:
-        """Connect to `url` (redis://, rediss://, unix://) and check it answers; close on exit."""
+        """Connect to `url` (redis://, rediss://, unix://) and check it answers; close on exit.
+
+        A Redis Cluster (redis.cluster "on", or "auto" and the server says cluster_enabled:1)
+        gets a RedisCluster client, which finds the other nodes from this one."""
         if not url:
             raise BusError("no Redis URL given: set redis.url, MERCLIP_REDIS_URL or --redis-url")
         settings = settings or RedisSettings()
+
+        def make(cluster: bool) -> Bus:
+            client = cls._client(url, connect_timeout, cluster=cluster)
+            return cls(client, settings, url, dedup_ttl_s, connect_timeout=connect_timeout)
+
+        bus = make(settings.cluster == "on")
         try:
-            # Few, quick client retries: an outage surfaces as BusError within a second and
-            # the caller's backoff paces reconnection (redis-py's default retries for ~10 s).
-            client = aioredis.from_url(
-                url,
-                decode_responses=False,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 2),
-            )
-        except (ValueError, RedisError) as exc:  # RedisError: e.g. ?ssl_cert_reqs=bogus
-            # The URL is redacted and so is redis-py's message, which may quote it (L3).
-            detail = str(exc).replace(url, _redact(url))
-            raise BusError(f"bad Redis URL {_redact(url)!r}: {_scrub(detail, url)}") from exc
-        bus = cls(client, settings, url=url, dedup_ttl_s=dedup_ttl_s)
-        try:
-            try:
-                await bus.ping()
-            except BusError:
-                raise
-            except RedisError as exc:  # options redis-py checks only when it connects
-                raise BusError(
-                    f"bad Redis URL {_redact(url)!r} or server: {_scrub(str(exc), url)}"
-                ) from exc
-            await bus._refuse_cluster()
+            await bus._check_answers()
+            if settings.cluster == "auto" and await bus._cluster_enabled():
+                # A cluster node: start again with a cluster client (it reads the slot map).
+                await bus._r.aclose()
+                bus = make(True)
+                await bus._check_answers()
             yield bus
         finally:
-            await client.aclose()
+            await bus._r.aclose()
 
-    async def _refuse_cluster(self) -> None:
-        """A Redis Cluster node answers MOVED for every key outside its slots, which this
-        single-server client cannot follow: say so at connect, not as a bare "MOVED 8443 ..."
-        from the first stream command."""
+    async def _check_answers(self) -> None:
+        try:
+            if isinstance(self._r, RedisCluster):
+                # Reads the slot map; refused by a server that is not a cluster node.
+                await self._call("CLUSTER SLOTS", self._r.initialize())
+            await self.ping()
+        except BusError:
+            raise
+        except (RedisError, RedisClusterException) as exc:  # options checked only at connect
+            detail = _scrub(str(exc), self.url)
+            if self.cluster and "not enabled" in detail:
+                raise BusConfigError(
+                    f"Redis at {_redact(self.url)} is not a Redis Cluster node ({detail}), but "
+                    'redis.cluster is "on": set it to "auto" or "off"'
+                ) from exc
+            raise BusError(f"bad Redis URL {_redact(self.url)!r} or server: {detail}") from exc
+
+    async def _cluster_enabled(self) -> bool:
+        """INFO cluster says cluster_enabled:1 (False where an ACL forbids INFO: a cluster then
+        shows itself by its first MOVED, which raises BusConfigError)."""
         try:
             info = await self._call("INFO cluster", self._r.info("cluster"))
-        except ResponseError:  # an ACL user without INFO: nothing to check
-            return
-        if str(info.get("cluster_enabled", "0")) == "1":
-            raise BusError(
-                f"Redis at {_redact(self.url)} is a Redis Cluster node (cluster_enabled:1). "
-                "merclip talks to one Redis server and cannot follow a cluster's MOVED/ASK "
-                "redirects: point redis.url at a standalone Redis (a primary, with replicas if "
-                "you like). Redis Cluster is not supported yet."
-            )
+        except ResponseError:
+            return False
+        return str(info.get("cluster_enabled", "0")) == "1"
 
     async def _call(self, what: str, coro: Awaitable[Any], *, proves_up: bool = True) -> Any:
         """Await a Redis call; connection failures become BusError and mark an outage.
@@ -325,20 +449,39 @@ class Bus:
         on a lost connection), so its success does not end an outage."""
         try:
             result = await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            error = BusError(
-                f"cannot reach Redis at {_redact(self.url)} ({what}): {exc}; is the server "
-                "running? (start redis-server, or fix redis.url / --redis-url)"
-            )
-            if self.available:  # once per outage, not once per failed call
-                self.available = False
-                self.outages += 1
-                self._down_since = time.monotonic()
-                log.warning("%s; retrying with backoff", error)
-            raise error from exc
+        except AskError as exc:  # MovedError too
+            if self.cluster:  # redirects RedisCluster could not settle: a failover under way
+                raise self._outage(what, exc) from exc
+            raise BusConfigError(
+                f"Redis at {_redact(self.url)} answered {what} with a cluster redirect "
+                f"({type(exc).__name__.removesuffix('Error').upper()} {exc}): it is a Redis "
+                'Cluster node, and this client talks to one server (redis.cluster is "off", or '
+                'INFO was not allowed): set redis.cluster = "auto" or "on" '
+                "(MERCLIP_REDIS_CLUSTER)"
+            ) from exc
+        except _OUTAGE_ERRORS as exc:
+            raise self._outage(what, exc) from exc
+        except RedisClusterException as exc:
+            # Not a RedisError: "Redis Cluster cannot be connected" when no node answers (the
+            # whole cluster down) is an outage like any other; the rest (cross-slot) are bugs.
+            if isinstance(exc.__cause__, _OUTAGE_ERRORS):
+                raise self._outage(what, exc) from exc
+            raise
         if proves_up:
             self._answered()
         return result
+
+    def _outage(self, what: str, exc: BaseException) -> BusError:
+        error = BusError(
+            f"cannot reach Redis at {_redact(self.url)} ({what}): {exc}; is the server "
+            "running? (start redis-server, or fix redis.url / --redis-url)"
+        )
+        if self.available:  # once per outage, not once per failed call
+            self.available = False
+            self.outages += 1
+            self._down_since = time.monotonic()
+            log.warning("%s; retrying with backoff", error)
+        return error
 
     def _answered(self) -> None:
         """The server replied: an outage, if one was on, is over."""
@@ -353,118 +496,173 @@ class Bus:
     async def ping(self) -> float:
         """Round trip to the server in milliseconds; BusError when it does not answer."""
         t0 = time.perf_counter()
-        await self._call("PING", self._r.ping())
+        if isinstance(self._r, RedisCluster):
+            # The masters: a dead replica costs no slot. (redis-py's default, every node it
+            # knows, is only the masters in 8.1 without read_from_replicas; said, not assumed.)
+            await self._call("PING", self._r.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            await self._call("PING", self._r.ping())
         return (time.perf_counter() - t0) * 1000.0
 
     # -- work stream -------------------------------------------------------------------------
 
     async def add_window(self, fw: FeatureWindow) -> str:
-        """Append a window to the work stream; returns its entry id. SchemaError for a window
-        over MAX_WINDOW_BYTES (inference would dead-letter it unread)."""
+        """Append a window to its session's partition of the work stream; returns its entry id.
+        SchemaError for a window over MAX_WINDOW_BYTES (inference would dead-letter it unread)."""
         payload = encode(fw)
         if len(payload) > MAX_WINDOW_BYTES:
             raise SchemaError(
                 f"window {fw.session_id}:{fw.seq} is {len(payload)} bytes encoded, over the "
                 f"{MAX_WINDOW_BYTES}-byte limit"
             )
+        stream = self.keys.windows_stream(self.keys.partition_of(_check_session(fw.session_id)))
         entry = await self._call(
             "XADD windows",
             self._r.xadd(
-                self.keys.windows,
-                {"m": payload},
-                maxlen=self.settings.windows_maxlen,
-                approximate=True,
+                stream, {"m": payload}, maxlen=self.settings.windows_maxlen, approximate=True
             ),
         )
         return _s(entry)
 
-    async def add_raw_window(self, fields: dict[str, bytes]) -> str:
-        """Append arbitrary fields to the work stream (foreign producers; tests of bad input)."""
+    async def add_raw_window(self, fields: dict[str, bytes], partition: int = 0) -> str:
+        """Append arbitrary fields to a work stream (foreign producers; tests of bad input)."""
         entry = await self._call(
             "XADD windows",
-            self._r.xadd(self.keys.windows, fields, maxlen=self.settings.windows_maxlen),  # type: ignore[arg-type]
+            self._r.xadd(
+                self.keys.windows_stream(partition),
+                fields,  # type: ignore[arg-type]
+                maxlen=self.settings.windows_maxlen,
+            ),
         )
         return _s(entry)
 
+    def _partitions(self) -> list[int]:
+        """Every partition, starting from a different one on each call: with less room than
+        partitions, none is always served last."""
+        n = self.keys.partitions
+        self._turn = (self._turn + 1) % n
+        return [(self._turn + i) % n for i in range(n)]
+
     async def ensure_group(self, group: str, start_id: str = "0") -> bool:
-        """Create the consumer group (and the stream) if missing; True when it was created.
+        """Create the consumer group (and the stream) on every partition where it is missing;
+        True when it was created on any.
 
         start_id "0": a new group also gets windows that were queued before any worker ran.
         """
+        created = False
+        for p in range(self.keys.partitions):
+            created |= await self._ensure_group_on(p, group, start_id)
+        return created
+
+    async def _ensure_group_on(self, partition: int, group: str, start_id: str = "0") -> bool:
+        stream = self.keys.windows_stream(partition)
         try:
             await self._call(
-                "XGROUP CREATE",
-                self._r.xgroup_create(self.keys.windows, group, id=start_id, mkstream=True),
+                "XGROUP CREATE", self._r.xgroup_create(stream, group, id=start_id, mkstream=True)
             )
             return True
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return False
-            raise BusError(f"XGROUP CREATE {self.keys.windows} {group}: {exc}") from exc
+            raise BusError(f"XGROUP CREATE {stream} {group}: {exc}") from exc
 
-    async def _recreate_group(self, group: str) -> None:
+    async def _recreate_group(self, partition: int, group: str) -> None:
         # Redis lost the group (restarted without persistence, or someone deleted the stream):
         # recreate it from the start so windows queued since the restart are still served.
-        if await self.ensure_group(group):
-            log.warning("consumer group %s on %s was missing: recreated", group, self.keys.windows)
+        if await self._ensure_group_on(partition, group):
+            stream = self.keys.windows_stream(partition)
+            log.warning("consumer group %s on %s was missing: recreated", group, stream)
 
-    def _delivery(self, entry_id: bytes | str, fields: dict | None, deliveries: int) -> Delivery:
-        eid = _s(entry_id)
+    def _delivery(
+        self, entry_id: bytes | str, fields: dict | None, deliveries: int, partition: int
+    ) -> Delivery:
+        eid, p = _s(entry_id), partition
         if not fields:
             # The entry was trimmed by MAXLEN ~ while pending (Redis 6.2 reports it empty).
-            return Delivery(eid, deliveries, b"", None, "entry was trimmed from the stream")
+            return Delivery(eid, deliveries, b"", None, "entry was trimmed from the stream", p)
         raw = fields.get(b"m", b"")
         if not raw:
-            return Delivery(eid, deliveries, b"", None, "entry has no 'm' field")
+            return Delivery(eid, deliveries, b"", None, "entry has no 'm' field", p)
         if len(raw) > MAX_WINDOW_BYTES:
             # Not decoded, and not copied into the dead letter (raw = b''): its size is the fault.
             why = f"entry of {len(raw)} bytes is over the {MAX_WINDOW_BYTES}-byte window limit"
-            return Delivery(eid, deliveries, b"", None, why)
+            return Delivery(eid, deliveries, b"", None, why, p)
         try:
             message = decode(raw)
         except SchemaError as exc:
-            return Delivery(eid, deliveries, raw, None, str(exc))
+            return Delivery(eid, deliveries, raw, None, str(exc), p)
         if not isinstance(message, FeatureWindow):
-            return Delivery(eid, deliveries, raw, None, f"{type(message).__name__} on windows")
-        return Delivery(eid, deliveries, raw, message, None)
+            return Delivery(eid, deliveries, raw, None, f"{type(message).__name__} on windows", p)
+        return Delivery(eid, deliveries, raw, message, None, p)
 
     async def read_windows(
         self, group: str, consumer: str, count: int, block_ms: int = 0
     ) -> list[Delivery]:
-        """New windows for `consumer` (XREADGROUP >), at most `count`.
+        """New windows for `consumer` (XREADGROUP >) from every partition, at most `count`.
 
         block_ms > 0 waits up to that long for the first entry; 0 returns at once (unlike Redis,
         where BLOCK 0 waits forever: a worker must wake up to claim stale entries).
         """
+        if self.keys.partitions == 1:
+            return await self._read_partition(0, group, consumer, count, block_ms or None)
+        # One round without blocking, then rounds that wait a slice on every partition at once.
+        deadline = time.monotonic() + block_ms / 1000.0
+        block: int | None = None
+        while True:
+            order = self._partitions()
+            shares = [count // len(order) + (i < count % len(order)) for i in range(len(order))]
+            replies = await asyncio.gather(
+                *(
+                    self._read_partition(p, group, consumer, share, block)
+                    for p, share in zip(order, shares, strict=True)
+                    if share > 0
+                )
+            )
+            out = [d for reply in replies for d in reply]
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if out or left_ms <= 0:
+                return out
+            block = min(_PARTITION_BLOCK_SLICE_MS, left_ms)
+
+    async def _read_partition(
+        self, partition: int, group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        stream = self.keys.windows_stream(partition)
         try:
             reply = await self._call(
                 "XREADGROUP",
-                self._r.xreadgroup(
-                    group,
-                    consumer,
-                    {self.keys.windows: ">"},
-                    count=count,
-                    block=block_ms if block_ms > 0 else None,
-                ),
+                self._r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms),
             )
         except ResponseError as exc:
             if not _no_group(exc):
-                raise BusError(f"XREADGROUP {self.keys.windows} {group}: {exc}") from exc
-            await self._recreate_group(group)
+                raise BusError(f"XREADGROUP {stream} {group}: {exc}") from exc
+            await self._recreate_group(partition, group)
             return []
-        out: list[Delivery] = []
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                out.append(self._delivery(entry_id, fields, 1))
-        return out
+        return [
+            self._delivery(entry_id, fields, 1, partition)
+            for _stream, entries in reply or []
+            for entry_id, fields in entries
+        ]
 
     async def claim_stale(
         self, group: str, consumer: str, min_idle_ms: int, count: int
     ) -> list[Delivery]:
-        """Take over up to `count` windows pending longer than `min_idle_ms` (XAUTOCLAIM).
+        """Take over up to `count` windows pending longer than `min_idle_ms` (XAUTOCLAIM on
+        every partition in turn).
 
         Their delivery counts (incremented by the claim) come from XPENDING.
         """
+        out: list[Delivery] = []
+        for p in self._partitions():
+            if len(out) >= count:
+                break
+            out += await self._claim_partition(p, group, consumer, min_idle_ms, count - len(out))
+        return out
+
+    async def _claim_partition(
+        self, partition: int, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Delivery]:
+        stream = self.keys.windows_stream(partition)
         claimed: list[tuple[bytes, dict | None]] = []
         trimmed_unknown = False
         cursor: bytes | str = "0-0"
@@ -473,7 +671,7 @@ class Bus:
                 reply = await self._call(
                     "XAUTOCLAIM",
                     self._r.xautoclaim(
-                        self.keys.windows,
+                        stream,
                         group,
                         consumer,
                         min_idle_ms,
@@ -483,8 +681,8 @@ class Bus:
                 )
             except ResponseError as exc:
                 if not _no_group(exc):
-                    raise BusError(f"XAUTOCLAIM {self.keys.windows} {group}: {exc}") from exc
-                await self._recreate_group(group)
+                    raise BusError(f"XAUTOCLAIM {stream} {group}: {exc}") from exc
+                await self._recreate_group(partition, group)
                 return []
             cursor, entries = reply[0], reply[1]
             for e in entries:
@@ -498,21 +696,26 @@ class Bus:
             if _s(cursor) == "0-0":
                 break
         if trimmed_unknown:
-            claimed.extend(await self._own_deleted_pending(group, consumer, count, claimed))
+            claimed.extend(await self._own_deleted_pending(stream, group, consumer, count, claimed))
         if not claimed:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
             for entry_id, _ in claimed:
-                pipe.xpending_range(self.keys.windows, group, entry_id, entry_id, 1)
+                pipe.xpending_range(stream, group, entry_id, entry_id, 1)
             pending = await self._call("XPENDING", pipe.execute())
         out = []
         for (entry_id, fields), info in zip(claimed, pending, strict=True):
             n = int(info[0]["times_delivered"]) if info else 1
-            out.append(self._delivery(entry_id, fields, n))
+            out.append(self._delivery(entry_id, fields, n, partition))
         return out
 
     async def _own_deleted_pending(
-        self, group: str, consumer: str, count: int, known: list[tuple[bytes, dict | None]]
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        count: int,
+        known: list[tuple[bytes, dict | None]],
     ) -> list[tuple[bytes, dict | None]]:
         """Ids of entries pending at `consumer` whose stream entry no longer exists.
 
@@ -521,39 +724,50 @@ class Bus:
         """
         seen = {_s(k) for k, _ in known}
         pending = await self._call(
-            "XPENDING",
-            self._r.xpending_range(self.keys.windows, group, "-", "+", count, consumer),
+            "XPENDING", self._r.xpending_range(stream, group, "-", "+", count, consumer)
         )
         ids = [p["message_id"] for p in pending if _s(p["message_id"]) not in seen]
         if not ids:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
             for entry_id in ids:
-                pipe.xrange(self.keys.windows, entry_id, entry_id, count=1)
+                pipe.xrange(stream, entry_id, entry_id, count=1)
             found = await self._call("XRANGE", pipe.execute())
         return [(entry_id, None) for entry_id, rows in zip(ids, found, strict=True) if not rows]
 
-    async def ack(self, group: str, ids: list[str]) -> int:
-        """Acknowledge windows (XACK) and delete them from the work stream (XDEL).
+    async def ack(self, group: str, ids: Sequence[str], partition: int = 0) -> int:
+        """Acknowledge windows (XACK) of one partition and delete them from its stream (XDEL).
 
         Deleting keeps the stream holding only unprocessed work, so MAXLEN ~ trims nothing a
         worker still needs while workers keep up (with several groups, drop the XDEL).
         """
         if not ids:
             return 0
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.windows, group, *ids)
-            pipe.xdel(self.keys.windows, *ids)
+        stream = self.keys.windows_stream(partition)
+        async with self._r.pipeline(transaction=True) as pipe:  # one key: one slot on Cluster
+            pipe.xack(stream, group, *ids)
+            pipe.xdel(stream, *ids)
             try:
                 acked, _ = await self._call("XACK", pipe.execute())
             except ResponseError as exc:
                 if not _no_group(exc):
-                    raise BusError(f"XACK {self.keys.windows} {group}: {exc}") from exc
+                    raise BusError(f"XACK {stream} {group}: {exc}") from exc
                 return 0  # the group (and these windows) went with a Redis restart
         return int(acked)
 
+    async def ack_deliveries(self, group: str, deliveries: Sequence[Delivery]) -> int:
+        """`ack` each delivery in the partition it came from."""
+        by_partition: dict[int, list[str]] = {}
+        for d in deliveries:
+            by_partition.setdefault(d.partition, []).append(d.entry_id)
+        acked = 0
+        for p, ids in by_partition.items():
+            acked += await self.ack(group, ids, p)
+        return acked
+
     async def dead_letter(self, entry: Delivery, reason: str) -> str:
-        """Copy an entry to the dead-letter stream with the reason (the caller then acks it)."""
+        """Copy an entry to its partition's dead-letter stream with the reason (the caller then
+        acks it)."""
         fields: dict[FieldT, EncodableT] = {
             "m": entry.raw,
             "entry_id": entry.entry_id,
@@ -564,33 +778,47 @@ class Bus:
         dead_id = await self._call(
             "XADD dead",
             self._r.xadd(
-                self.keys.dead, fields, maxlen=self.settings.windows_maxlen, approximate=True
+                self.keys.dead_stream(entry.partition),
+                fields,
+                maxlen=self.settings.windows_maxlen,
+                approximate=True,
             ),
         )
         log.warning("window %s dead-lettered: %s", entry.entry_id, reason)
         return _s(dead_id)
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str | bytes]]:
-        """The latest dead letters, oldest first (fields decoded to str except `m`)."""
-        reply = await self._call("XREVRANGE dead", self._r.xrevrange(self.keys.dead, count=count))
-        out = []
-        for _entry_id, fields in reversed(reply):
-            out.append({_s(k): (v if k == b"m" else _s(v)) for k, v in fields.items()})
-        return out
+        """The latest dead letters of all partitions, oldest first (fields decoded to str
+        except `m`)."""
+        rows: list[tuple[tuple[int, int], dict[str, str | bytes]]] = []
+        for p in range(self.keys.partitions):
+            stream = self.keys.dead_stream(p)
+            reply = await self._call("XREVRANGE dead", self._r.xrevrange(stream, count=count))
+            for entry_id, fields in reply:
+                row = {_s(k): (v if k == b"m" else _s(v)) for k, v in fields.items()}
+                rows.append((_entry_key(entry_id), row))
+        rows.sort(key=lambda r: r[0])  # entry ids are server times (per master on Cluster)
+        return [row for _, row in rows[-count:]]
 
     async def pending_count(self, group: str) -> int:
-        """Windows delivered to the group and not yet acknowledged."""
-        try:
-            info = await self._call("XPENDING", self._r.xpending(self.keys.windows, group))
-        except ResponseError as exc:
-            if _no_group(exc):
-                return 0
-            raise BusError(f"XPENDING {self.keys.windows} {group}: {exc}") from exc
-        return int(info["pending"])
+        """Windows delivered to the group and not yet acknowledged (all partitions)."""
+        total = 0
+        for stream in self.keys.windows_streams:
+            try:
+                info = await self._call("XPENDING", self._r.xpending(stream, group))
+            except ResponseError as exc:
+                if _no_group(exc):
+                    continue
+                raise BusError(f"XPENDING {stream} {group}: {exc}") from exc
+            total += int(info["pending"])
+        return total
 
     async def windows_length(self) -> int:
-        """Entries in the work stream (unprocessed, or pending)."""
-        return int(await self._call("XLEN", self._r.xlen(self.keys.windows)))
+        """Entries in the work streams (unprocessed, or pending)."""
+        total = 0
+        for stream in self.keys.windows_streams:
+            total += int(await self._call("XLEN", self._r.xlen(stream)))
+        return total
 
     # -- events -----------------------------------------------------------------------------
 
@@ -632,10 +860,13 @@ class Bus:
         """PUBLISH a partial transcript on its session's and the all-sessions partials channel
         (nothing is stored: the next event's words replace it)."""
         payload = encode(partial)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.publish(self.keys.session_partials_channel(partial.session_id), payload)
-        pipe.publish(self.keys.partials_channel, payload)
-        await self._call("PUBLISH partial", pipe.execute())
+        # Two PUBLISHes, not a pipeline: a channel is no key, so on a cluster a pipeline of them
+        # has no slot to go to; a cluster broadcasts each to every node.
+        for channel in (
+            self.keys.session_partials_channel(partial.session_id),
+            self.keys.partials_channel,
+        ):
+            await self._call("PUBLISH partial", self._r.publish(channel, payload))
 
     def _decode_events(self, entries: list) -> list[EmotionEvent]:
         out = []
@@ -750,21 +981,25 @@ class Bus:
             if partials:
                 channels.append(self.keys.session_partials_channel(session_id))
         channel = channels[0]
-        pubsub = self._r.pubsub()
+        node: aioredis.Redis | None = None  # on a cluster: the node subscribed to
+        pubsub: Any = None
         try:
-            try:
-                await _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                # Likely a pooled connection left from before an outage: its error is not yet
-                # an outage. aclose() disconnects it, so the retry reconnects.
-                await pubsub.aclose()
-                pubsub = self._r.pubsub()
-                await self._call(
-                    "SUBSCRIBE",
-                    _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS),
-                )
+            if isinstance(self._r, RedisCluster):
+                node, pubsub = await self._subscribe_on_a_node(self._r, channels)
             else:
-                self._answered()
+                pubsub = self._r.pubsub()
+                try:
+                    await _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    # Likely a pooled connection left from before an outage: its error is not
+                    # yet an outage. aclose() disconnects it, so the retry reconnects.
+                    await pubsub.aclose()
+                    pubsub = self._r.pubsub()
+                    await self._call(
+                        "SUBSCRIBE",
+                        _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS),
+                    )
+            self._answered()
 
             async def feed() -> AsyncIterator[EmotionEvent | PartialTranscript]:
                 while True:
@@ -786,4 +1021,41 @@ class Bus:
             yield feed()
         finally:
             with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
-                await pubsub.aclose()
+                if pubsub is not None:
+                    await pubsub.aclose()
+                if node is not None:
+                    await node.aclose()
+
+    async def _subscribe_on_a_node(
+        self, cluster: RedisCluster, channels: list[str]
+    ) -> tuple[aioredis.Redis, Any]:
+        """RedisCluster has no pub/sub: subscribe on a plain connection to one node. Any node
+        will do, since a cluster broadcasts classic PUBLISH to all of them; they are tried in
+        random order (subscribers spread over the nodes) until one confirms. When that node
+        dies the feed fails like a lost connection, and the next subscription picks a live one
+        (RedisCluster's node list follows failovers as its commands meet them)."""
+        nodes = list(cluster.get_nodes())
+        random.shuffle(nodes)
+        failure: BaseException = RedisConnectionError("no cluster node known")
+        for node in nodes:
+            client = self._client(
+                self._node_url(node.host, node.port), self._connect_timeout, cluster=False
+            )
+            assert isinstance(client, aioredis.Redis)
+            pubsub = client.pubsub()
+            try:
+                await _subscribe_confirmed(pubsub, channels, SUBSCRIBE_CONFIRM_SECONDS)
+                return client, pubsub
+            except _OUTAGE_ERRORS as exc:
+                failure = exc
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+                    await client.aclose()
+        raise self._outage("SUBSCRIBE", failure) from failure
+
+    def _node_url(self, host: str, port: int | str) -> str:
+        """redis.url with another node's address (same scheme, credentials and options)."""
+        parts = urlsplit(self.url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{address}" if userinfo else address))

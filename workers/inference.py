@@ -2,7 +2,9 @@
 workers/app/commands/infer.py).
 
 One `InferenceWorker` is one consumer in the group `inference.consumer_group` on the windows
-stream; workers on other machines join the same group to add throughput. Each cycle it:
+stream (on every partition of it, `redis.partitions`: the bus reads and claims across them and
+acks each window where it came from); workers on other machines join the same group to add
+throughput. Each cycle it:
 
 1. every claim_idle_ms / 2, takes over windows other (dead) consumers left pending longer than
    `inference.claim_idle_ms` (XAUTOCLAIM);
@@ -141,11 +143,12 @@ class InferenceWorker:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"merclip-infer[{self.consumer}]")
         log.info(
-            "inference worker %s joined group %s on %s (batch %d)",
+            "inference worker %s joined group %s on %s (batch %d%s)",
             self.consumer,
             self.group,
-            self.bus.keys.windows,
+            ", ".join(self.bus.keys.windows_streams),
             self.cfg.batch_size,
+            ", Redis Cluster" if self.bus.cluster else "",
             extra=self.log_extra,
         )
 
@@ -223,14 +226,14 @@ class InferenceWorker:
             await self._handle(deliveries)
         return len(deliveries)
 
-    async def _dead(self, d: Delivery, reason: str, ack: list[str]) -> None:
+    async def _dead(self, d: Delivery, reason: str, ack: list[Delivery]) -> None:
         await self.bus.dead_letter(d, reason)
         self.counters.dead_lettered += 1
-        ack.append(d.entry_id)
+        ack.append(d)
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
         read_wall = time.time()
-        ack: list[str] = []
+        ack: list[Delivery] = []
         ready: list[_Ready] = []
         for d in deliveries:
             # One window at a time: a window that breaks the checks in an unforeseen way is
@@ -253,11 +256,11 @@ class InferenceWorker:
         if ready:
             ack += await self._infer_and_publish(ready)
         if ack:
-            await self.bus.ack(self.group, ack)
+            await self.bus.ack_deliveries(self.group, ack)
 
-    async def _sort_out(self, d: Delivery, read_wall: float, ack: list[str]) -> _Ready | None:
+    async def _sort_out(self, d: Delivery, read_wall: float, ack: list[Delivery]) -> _Ready | None:
         """The window ready for inference, or None when it was dead-lettered or skipped (then
-        its entry id is in `ack`)."""
+        it is in `ack`)."""
         fw = d.message
         if fw is None:
             await self._dead(d, f"undecodable: {d.error}", ack)
@@ -266,7 +269,7 @@ class InferenceWorker:
             await self._dead(d, reason, ack)
         elif read_wall - fw.wall_end > self.cfg.deadline_seconds:
             self.counters.skipped += 1
-            ack.append(d.entry_id)
+            ack.append(d)
             log.debug(
                 "window %s:%d past its deadline: skipped",
                 fw.session_id,
@@ -326,8 +329,8 @@ class InferenceWorker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.predictor.predict, samples)
 
-    async def _infer_and_publish(self, ready: list[_Ready]) -> list[str]:
-        """Predict, write events; returns the entry ids that may now be acked."""
+    async def _infer_and_publish(self, ready: list[_Ready]) -> list[Delivery]:
+        """Predict, write events; returns the deliveries that may now be acked."""
         t0 = time.perf_counter()
         results: list[Prediction | BaseException]
         try:
@@ -351,7 +354,7 @@ class InferenceWorker:
         done_wall = time.time()
         self.counters.last_batch_size = len(ready)
         self.counters.last_inference_ms = round(infer_ms, 3)
-        ack: list[str] = []
+        ack: list[Delivery] = []
         # Session order, then window order, so the moving average follows the stream.
         order = sorted(
             range(len(ready)), key=lambda i: (ready[i].window.session_id, ready[i].window.seq)
@@ -383,7 +386,7 @@ class InferenceWorker:
             else:
                 metrics.observe_event(event)
             self.counters.processed += 1
-            ack.append(r.delivery.entry_id)
+            ack.append(r.delivery)
         return ack
 
     def stats(self) -> dict[str, float]:

@@ -7,7 +7,7 @@ reads the file and the environment into them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from merclip.settings import MerClipSettings
 from merclip.typed_config import check
@@ -80,8 +80,16 @@ class RedisSettings:
     events_ttl_s: int = 86400
     """A session's event history expires this long after its latest event (0: never), so
     Redis memory is bounded by the traffic of one TTL, however many sessions come and go."""
+    cluster: Literal["auto", "on", "off"] = "auto"
+    """Redis Cluster client: "auto" asks the server at connect (INFO cluster: cluster_enabled),
+    "on" / "off" force it (off: a cluster's MOVED replies are an error that says so)."""
+    partitions: int = 1
+    """Work-queue streams, each in its own hash slot (`P:windows:{p<i>}`); a session's windows
+    all go to one. On a cluster, use the number of masters (or a multiple). Producers and
+    workers must agree on it."""
 
     def validate(self) -> None:
+        check(1 <= self.partitions <= 1024, "redis.partitions", "must be in [1, 1024]")
         check(self.windows_maxlen >= 10, "redis.windows_maxlen", "must be >= 10")
         check(self.events_maxlen >= 1, "redis.events_maxlen", "must be >= 1")
         check(self.events_ttl_s >= 0, "redis.events_ttl_s", "must be >= 0 (0: never expire)")

@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from workers.bus import Bus, BusError
 from workers.schemas import EmotionEvent, PartialTranscript
@@ -62,16 +63,18 @@ async def subscribe(
     session: str | None = None,
     replay: int = 0,
     prefix: str = "merclip",
+    cluster: Literal["auto", "on", "off"] = "auto",
     *,
     partials: bool = False,
 ) -> AsyncGenerator[EmotionEvent | PartialTranscript, None]:
     """Yield events of one session (or of all sessions when `session` is None).
 
     `replay` > 0 first yields up to that many of the most recent stored events, oldest first.
+    `cluster`: redis.cluster (a Redis Cluster is detected at connect by default).
     `partials`: also yield the live PartialTranscripts (see the module doc).
     Raises workers.bus.BusError when Redis cannot be reached.
     """
-    settings = RedisSettings(prefix=prefix)
+    settings = RedisSettings(prefix=prefix, cluster=cluster)
     seen = _SeenIds(max(_SEEN_CAPACITY, 2 * replay))
     async with Bus.connect(redis_url, settings) as bus:
         async with bus.event_feed(session, partials=partials) as live:

@@ -12,7 +12,7 @@ import json
 import sys
 
 from workers.app.commands.common import shared_redis_url
-from workers.app.settings import Settings
+from workers.app.settings import RedisSettings, Settings
 from workers.subscriber import subscribe
 
 __all__ = ["add_arguments", "run"]
@@ -29,10 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _print_events(url: str, args: argparse.Namespace, prefix: str) -> int:
+async def _print_events(url: str, args: argparse.Namespace, redis: RedisSettings) -> int:
     printed = 0
     async with contextlib.aclosing(
-        subscribe(url, session=args.session, replay=max(0, args.replay), prefix=prefix)
+        subscribe(
+            url,
+            session=args.session,
+            replay=max(0, args.replay),
+            prefix=redis.prefix,
+            cluster=redis.cluster,
+        )
     ) as events:
         async for event in events:
             sys.stdout.write(json.dumps(event.to_json_dict()) + "\n")
@@ -46,7 +52,7 @@ async def _print_events(url: str, args: argparse.Namespace, prefix: str) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     url = shared_redis_url(args, settings, "subscribe")
     try:
-        return asyncio.run(_print_events(url, args, settings.redis.prefix))
+        return asyncio.run(_print_events(url, args, settings.redis))
     except BrokenPipeError:  # e.g. `merclip subscribe | head`
         with contextlib.suppress(OSError):
             sys.stdout.close()

@@ -13,7 +13,7 @@ the Transcriber's lock vs a faster-whisper model with num_workers=2 (one core ea
 evidence for the lock in workers/features/asr.py.
 
 --frame-batches times faces + CLIP per frame at batch sizes 1, 2, 4 and 8: the evidence for
-workers/frame_batcher.py.
+workers/batcher.py.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def asr_threads(speech: np.ndarray, calls: int = 4) -> None:
 
 
 def frame_batches(extractor: WindowExtractor, frames: list[np.ndarray], rounds: int = 5) -> None:
-    """Faces + CLIP per frame, one frame at a time vs in batches (what FrameBatcher forms when
+    """Faces + CLIP per frame, one frame at a time vs in batches (what Batcher forms when
     frames from several sessions wait). Sizes interleave within each round, so machine noise hits
     all of them alike; the minimum over rounds is reported."""
     n = 8

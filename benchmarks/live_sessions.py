@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import json
 import os
 import statistics
@@ -159,20 +158,23 @@ def word_latencies(
     said = [w for _, ev in finals for w in ev.words]
     if not said:
         return ([], len(ref)), ([], len(ref))
-    # Media clock of the session vs the file's: the median shift of the words the events and
-    # the reference agree on (aligned in order over the whole run).
-    sm = difflib.SequenceMatcher(
-        None,
-        [word_latency.normalise(r.text) for r in ref],
-        [word_latency.normalise(w.text) for w in said],
-        False,
-    )
-    shifts = [
-        said[b + i].media_end - ref[a + i].end
-        for a, b, size in sm.get_matching_blocks()
-        for i in range(size)
-    ]
-    offset = float(np.median(shifts)) if shifts else 0.0
+    # Media clock of the session vs the file's: the shift that puts the most event words within
+    # 0.3 s of a reference word of the same spelling (the sentences repeat every ~10 s, so an
+    # alignment of the text alone can pair the wrong repetitions).
+    ends: dict[str, list[float]] = {}
+    for r in ref:
+        ends.setdefault(word_latency.normalise(r.text), []).append(r.end)
+
+    def fits(shift: float) -> int:
+        return sum(
+            any(
+                abs(w.media_end - shift - e) < 0.3
+                for e in ends.get(word_latency.normalise(w.text), ())
+            )
+            for w in said
+        )
+
+    offset = max((k * 0.05 for k in range(-40, 201)), key=fits)
     media0_wall = float(np.median([ev.wall_end - ev.media_end for _, ev in finals]))
     shifted = [RefWord(r.text, r.start + offset, r.end + offset) for r in ref]
     first, events_only = WordClock(shifted), WordClock(shifted)
@@ -229,10 +231,12 @@ async def run_bench(
     lat_first: list[float] = []
     lat_events: list[float] = []
     missed_first = missed_events = 0
+    per_session_missed: dict[str, tuple[int, int]] = {}
     for sid in sessions:
         mine = [(t, e) for t, e in events if e.session_id == sid]
         said = [(t, p) for t, p in partials if p.session_id == sid]
         (a, ma), (b, mb) = word_latencies(ref, mine, said, args.seconds)
+        per_session_missed[sid] = (ma, mb)
         lat_first += a
         lat_events += b
         missed_first += ma
@@ -261,6 +265,7 @@ async def run_bench(
         "seconds": args.seconds,
         "word_latency": word_latency.summary(lat_first, missed_first),
         "word_latency_events": word_latency.summary(lat_events, missed_events),
+        "words_missed_per_session": per_session_missed,
         "partials": sum(1 for _, p in partials if p.session_id in sessions),
         "transcripts": {
             sid: " ".join(
@@ -312,7 +317,14 @@ def main() -> int:
     p.add_argument("--window", type=float, default=4.0)
     p.add_argument("--hop", type=float, default=2.0)
     p.add_argument("--extract-threads", type=int, default=2)
-    p.add_argument("--client-nice", type=int, default=10, help="niceness of the benchmark clients")
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=None,
+        help="niceness of the benchmark clients (default: 0 with --passthrough, where they cost "
+        "~0.02 cores each and a starved client sends audio in bursts the server has to drop; "
+        "10 with --no-passthrough, where their VP8 encoding would compete with the server)",
+    )
     p.add_argument(
         "--video-fps", type=float, default=None, help="default: config (ingest.video_fps)"
     )
@@ -329,6 +341,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
     counts = [int(x) for x in str(args.sessions).split(",")]
+    if args.client_nice is None:
+        args.client_nice = 0 if args.passthrough else 10
 
     work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
     media, ref = make_media(work, args.seconds + 2, pause=args.pause)
@@ -401,6 +415,10 @@ SHED_METRICS = {
     "partial_rounds_skipped": "merclip_ingest_partial_rounds_skipped_busy_total",
     "audio_samples_dropped_ahead": "merclip_ingest_audio_samples_dropped_ahead_total",
 }
+BATCH_METRICS = {
+    "asr": ("merclip_ingest_asr_windows_total", "merclip_ingest_asr_batches_total"),
+    "frames": ("merclip_ingest_frames_encoded_total", "merclip_ingest_frame_batches_total"),
+}
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -442,6 +460,12 @@ def measure(
         after = scrape(serve.url)
         result["shed"] = {
             k: int(after.get(m, 0) - before.get(m, 0)) for k, m in SHED_METRICS.items()
+        }
+        result["mean_batch"] = {
+            k: round(
+                (after.get(a, 0) - before.get(a, 0)) / max(1, after.get(b, 0) - before.get(b, 0)), 2
+            )
+            for k, (a, b) in BATCH_METRICS.items()
         }
         partial_asr = "merclip_ingest_partial_asr_seconds_total"
         result["partial_asr_cores"] = (

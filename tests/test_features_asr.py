@@ -164,3 +164,63 @@ def test_service_settings_use_the_short_context() -> None:
     from workers.app.settings import Settings
 
     assert Transcriber.from_settings(Settings().asr).context_seconds == 10.0
+
+
+def test_a_batch_of_windows_gives_each_the_words_it_gives_alone(speech_path: Path) -> None:
+    """transcribe_batch: the short-context windows in one encoder/decoder/alignment call, each
+    with the same text and word times as on its own; silence and a window longer than the
+    context (faster-whisper's path) in the same batch are handled as alone."""
+    from media import CONTINUOUS_SPEECH, speech_wav
+
+    asr = Transcriber("bundled", context_seconds=10.0)
+    speech = read_wav_16k(speech_wav(speech_path.parent, CONTINUOUS_SPEECH))
+    windows = [
+        (speech[:64000], 0.0),
+        (np.zeros(64000, np.float32), 4.0),  # silence: never sent to Whisper
+        (speech[32000:96000], 2.0),
+        (speech[:192000], 0.0),  # 12 s: longer than the context
+        (read_wav_16k(speech_path), 7.0),
+    ]
+    alone = [asr.transcribe_window(a, off) for a, off in windows]
+    together = asr.transcribe_batch(windows)
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert together[1].text == "" and not together[1].asr_called
+    for a, b in zip(alone, together, strict=True):
+        assert [w.text for w in a.words] == [w.text for w in b.words]
+        for x, y in zip(a.words, b.words, strict=True):
+            assert x.media_start == pytest.approx(y.media_start, abs=0.05)
+            assert x.media_end == pytest.approx(y.media_end, abs=0.05)
+    assert "hello" in together[4].text.lower() and "happy" in together[0].text.lower()
+
+
+def test_windows_of_several_threads_share_one_whisper_call(speech_path: Path) -> None:
+    """BatchedTranscriber: calls that arrive while Whisper is busy run together, and each caller
+    gets its own window's words; a silent window does not wait for Whisper."""
+    from workers.features.asr import BatchedTranscriber
+
+    asr = Transcriber("bundled", context_seconds=10.0)
+    sizes: list[int] = []
+    batched = BatchedTranscriber(asr, on_batch=sizes.append)
+    audio = read_wav_16k(speech_path)
+    expected = asr.transcribe_window(audio).text
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        text = batched.transcribe_window(audio, 0.0).text
+        with lock:
+            results.append(text)
+
+    try:
+        for _ in range(3):
+            threads = [threading.Thread(target=call) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        silent = batched.transcribe_window(np.zeros(32000, np.float32))
+    finally:
+        batched.shutdown()
+    assert results == [expected] * 12
+    assert sum(sizes) == 12 and max(sizes) >= 2, sizes
+    assert not silent.asr_called

@@ -46,9 +46,9 @@ import numpy as np
 
 from stream.drop_oldest import DropOldestQueue
 from stream.sink import MediaSink, SessionInfo
-from workers.features.asr import Transcriber
+from workers.batcher import Batcher
+from workers.features.asr import BatchedTranscriber, Transcriber
 from workers.features.extractor import FrameFeature, WindowExtractor
-from workers.frame_batcher import FrameBatcher
 from workers.outbox import Outbox, Publish
 from workers.partials import PartialAudio, PartialTranscriber, PublishPartial
 from workers.schemas import FeatureWindow
@@ -106,6 +106,9 @@ class IngestCounters:
     partial_errors: int = 0
     partial_asr_ms: float = 0.0
     """Time spent transcribing partials (one thread: / wall time = the share of a core)."""
+    asr_batches: int = 0
+    """Whisper calls for windows; asr_windows / asr_batches = mean batch size."""
+    asr_windows: int = 0
 
 
 class IngestPipeline:
@@ -132,8 +135,14 @@ class IngestPipeline:
             max_workers=settings.ingest.extract_threads, thread_name_prefix="extract"
         )
         # Per-frame work has its own threads, so a window's ASR never queues behind frames;
-        # frames waiting from all sessions are encoded together (workers/frame_batcher.py).
-        self.frames: FrameBatcher[FrameFeature] = FrameBatcher(
+        # frames waiting from all sessions are encoded together (workers/batcher.py).
+        # Windows of several sessions that reach Whisper together share one call.
+        self.asr = (
+            BatchedTranscriber(extractor.asr, on_batch=self._count_asr_batch)
+            if extractor.asr is not None
+            else None
+        )
+        self.frames: Batcher[np.ndarray, FrameFeature] = Batcher(
             extractor.frame_features,
             threads=settings.ingest.extract_threads,
             name="frames",
@@ -152,6 +161,7 @@ class IngestPipeline:
                     publish_partial,
                     lambda: [s for s in self._sessions.values() if not s.closing],
                     self.counters,
+                    settings.asr.partial_max_share,
                 )
 
     def sink_factory(self, info: SessionInfo) -> SessionIngest:
@@ -178,8 +188,12 @@ class IngestPipeline:
     ) -> FeatureWindow:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, self.extractor.extract, raw, session_id, frames, False
+            self._pool, self.extractor.extract, raw, session_id, frames, False, self.asr
         )
+
+    def _count_asr_batch(self, size: int) -> None:
+        self.counters.asr_batches += 1
+        self.counters.asr_windows += size
 
     def _count_frame_batch(self, size: int) -> None:
         self.counters.frame_batches += 1
@@ -206,6 +220,8 @@ class IngestPipeline:
         # Off the loop: a job still running must not freeze every other task while it ends.
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.frames.shutdown, cancel_waiting=True)
+        if self.asr is not None:
+            await asyncio.to_thread(self.asr.shutdown)
 
     async def __aenter__(self) -> IngestPipeline:
         return self
@@ -237,6 +253,8 @@ class SessionIngest(MediaSink):
         self._pending: DropOldestQueue[RawWindow] = DropOldestQueue(ingest.max_pending_windows)
         """Cut windows waiting for extraction; the oldest is dropped when extraction is behind."""
         self._frame_jobs: dict[float, Future[FrameFeature]] = {}
+        self._cut_until = 0.0
+        """Media time up to which the windows cut so far own words (their end minus the guard)."""
         self._closing = False
         self.windows_published = 0
         self._task: asyncio.Task[None] | None = None
@@ -293,10 +311,11 @@ class SessionIngest(MediaSink):
         return bool(self._pending)
 
     def partial_audio(self, lead: float, longest: float) -> PartialAudio | None:
-        """The audio whose words no event has given out yet, `lead` s before it, at most
-        `longest` s in all (the newest); None when there is less than half a second."""
+        """The audio whose words no window cut so far will publish, `lead` s before it, at most
+        `longest` s in all (the newest); None when there is less than half a second. The words
+        of the windows already cut come with their events within a few hundred ms."""
         end = self.windower.audio_end
-        until = self.transcript.until
+        until = max(self.transcript.until, self._cut_until)
         audio, start = self.windower.recent_audio(max(until - lead, end - longest))
         if audio is None or start is None or audio.size < self.windower.sr // 2:
             return None
@@ -392,6 +411,7 @@ class SessionIngest(MediaSink):
             # sender's audio clock runs ahead of ours (drift, bursts under GAP_SECONDS), latency
             # is measured from the cut, never from a window end in the future.
             raw.wall_end = min(raw.wall_end, now)
+            self._cut_until = max(self._cut_until, raw.media_end - self.transcript.guard)
             dropped = self._pending.put(raw)
             if dropped is not None:
                 counters.windows_dropped_backlog += 1

@@ -22,7 +22,9 @@ Names (counters get `_total`, histograms `_bucket`/`_sum`/`_count` in the exposi
   `merclip_ingest_frame_batches_total` (frames from all sessions are encoded in batches),
   `merclip_ingest_partials_published_total`, `merclip_ingest_partial_rounds_skipped_busy_total`
   (partials shed under load), `merclip_ingest_partial_errors_total`,
-  `merclip_ingest_partial_asr_seconds_total` (busy time of the partials' Whisper thread)
+  `merclip_ingest_partial_asr_seconds_total` (busy time of the partials' Whisper thread),
+  `merclip_ingest_asr_batches_total`, `merclip_ingest_asr_windows_total` (windows of several
+  sessions are transcribed in one batch)
 - extraction and queueing time per window: `merclip_stage_seconds{stage=asr|faces|face_encoder|
   text_encoder|audio|queue}` (`observe_extraction`, `observe_event`)
 - inference (read at scrape time from every `InferenceCounters`, see `track_inference`):
@@ -186,6 +188,8 @@ class _IngestCollector(_SummingCollector):
                 "Partial transcripts not started: a window was waiting for extraction (shed)",
             ),
             ("partial_errors", "Partial transcripts that failed"),
+            ("asr_batches", "Whisper calls for windows (windows of several sessions share one)"),
+            ("asr_windows", "Windows those calls transcribed (asr_windows / asr_batches = batch)"),
         )
         for field, doc in simple:
             yield CounterMetricFamily(f"merclip_ingest_{field}", doc, value=self._sum(field))

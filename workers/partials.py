@@ -1,16 +1,20 @@
 """Partial transcripts: the words of each talking session, between its windows.
 
 A window's words reach subscribers when its event does: up to a hop (2 s) after they were said,
-plus extraction. In between, this transcribes each session's audio that events have not given
-out words for yet (from `SessionTranscript.until`, with LEAD_SECONDS before it as context, up to
-the audio received so far) every `asr.partial_seconds`, and publishes the words that end after
-`until` as a `PartialTranscript` on the partials channels (workers/bus.py). A page shows it after
+plus extraction. In between, this transcribes each session's audio whose words no window cut so
+far will publish (from the last cut window's end minus the ownership guard, with LEAD_SECONDS
+before it as context, up to the audio received so far: at most a hop and a half) every
+`asr.partial_seconds`, and publishes the words that end after that point as a
+`PartialTranscript` on the partials channels (workers/bus.py). Every word so has its chances to
+appear in a partial between its end and the cut of the window that owns it. A page shows it after
 the final transcript, marked as partial, and forgets its words once events carry them. Nothing
 of it is stored, and the events are unchanged: their words are still decided by the windows.
 
-CPU budget: one thread and one Whisper model of its own (`cpu_threads=1`, so it takes at most
-one core and never waits for the windows' ASR lock), one session at a time, the session that
-waited longest first, and its audio padded to PARTIAL_CONTEXT_SECONDS, not the windows' 10 s.
+CPU budget: one thread and one Whisper model of its own (`cpu_threads=1`, so it never waits for
+the windows' ASR lock), one session at a time, the session that waited longest first, its audio
+padded to PARTIAL_CONTEXT_SECONDS, not the windows' 10 s, and busy at most
+`asr.partial_max_share` of the time (after a call of b seconds it rests b * (1 / share - 1)): with
+many talkers each session's partials come less often instead of taking the windows' CPU.
 Windows come first: while any session has a window waiting for extraction (the extraction pool
 is behind), no partial starts (`IngestCounters.partial_rounds_skipped_busy`): partials are the
 first thing shed under load, then frames (workers/ingest.py), then windows (oldest first).
@@ -42,8 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PARTIAL_CONTEXT_SECONDS = 5.0
-"""Whisper context of a partial call: LEAD_SECONDS plus up to a hop and a half of new audio."""
+PARTIAL_CONTEXT_SECONDS = 4.0
+"""Whisper context of a partial call: LEAD_SECONDS plus up to a hop and a quarter of new audio."""
 LEAD_SECONDS = 1.0
 """Audio before `until` given to Whisper with the new audio: a word is not cut at the start."""
 MIN_NEW_SECONDS = 0.25
@@ -105,9 +109,11 @@ class PartialTranscriber:
         publish: PublishPartial,
         sessions: Callable[[], Iterable[PartialSource]],
         counters: PartialCounters,
+        max_share: float = 1.0,
     ) -> None:
         self.asr = asr
         self.interval = interval
+        self.max_share = max_share
         self.publish = publish
         self.sessions = sessions
         self.counters = counters
@@ -151,7 +157,9 @@ class PartialTranscriber:
                 await asyncio.sleep(IDLE_SECONDS)
                 continue
             try:
-                await self._partial(session)
+                busy = await self._partial(session)
+                if busy > 0 and self.max_share < 1.0:
+                    await asyncio.sleep(busy * (1.0 / self.max_share - 1.0))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -159,12 +167,13 @@ class PartialTranscriber:
                 log.exception("session %s: partial transcript failed", session.session_id)
                 await asyncio.sleep(self.interval)
 
-    async def _partial(self, session: PartialSource) -> None:
+    async def _partial(self, session: PartialSource) -> float:
+        """One partial of `session`; the seconds Whisper took (0 when it was not called)."""
         state = self._state[session.connection_id]
         state.heard_until = session.audio_end
         taken = session.partial_audio(LEAD_SECONDS, PARTIAL_CONTEXT_SECONDS - 0.5)
         if taken is None:
-            return
+            return 0.0
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
             self._pool, self.asr.transcribe_window, taken.audio, taken.audio_start
@@ -173,8 +182,9 @@ class PartialTranscriber:
         # Words an event has given out already (or will: they end before `until`) are not new.
         words: list[Word] = [w for w in result.words if w.media_end > taken.final_until]
         text = " ".join(w.text for w in words)
+        busy = result.elapsed_ms / 1000 if result.asr_called else 0.0
         if text == state.last_text:
-            return  # nothing new to show (silence, or the same words again)
+            return busy  # nothing new to show (silence, or the same words again)
         state.last_text = text
         partial = PartialTranscript(
             session_id=session.session_id,
@@ -190,6 +200,7 @@ class PartialTranscriber:
         state.seq += 1
         await self.publish(partial)
         self.counters.partials_published += 1
+        return busy
 
 
 class PartialCounters(Protocol):

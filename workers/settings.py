@@ -30,12 +30,19 @@ class AsrSettings:
     min_speech_ratio: float = 0.1
     context_seconds: float = 10.0
     """Whisper encoder context; < 30 pads windows only this far (faster), 30 = faster-whisper."""
+    cpu_threads: int = 1
+    """CTranslate2 threads of the windows' Whisper model (0 = its default); the partials' model
+    has one thread of its own."""
     partial_seconds: float = 0.5
     """How often each talking session's words are transcribed between windows (partial
     transcripts, workers/partials.py); 0 turns them off."""
+    partial_max_share: float = 0.35
+    """At most this share of one core goes to partial transcripts (with many talkers each
+    session's come less often)."""
 
     def validate(self) -> None:
         check(self.beam_size >= 1, "asr.beam_size", "must be >= 1")
+        check(self.cpu_threads >= 0, "asr.cpu_threads", "must be >= 0 (0: CTranslate2's default)")
         check(1.0 <= self.context_seconds <= 30.0, "asr.context_seconds", "must be in [1, 30]")
         check(0.0 <= self.min_speech_ratio <= 1.0, "asr.min_speech_ratio", "must be in [0, 1]")
         check(
@@ -43,6 +50,7 @@ class AsrSettings:
             "asr.partial_seconds",
             "must be 0 (off) or >= 0.1",
         )
+        check(0 < self.partial_max_share <= 1, "asr.partial_max_share", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)

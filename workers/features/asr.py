@@ -52,12 +52,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from merclip.errors import ConfigError
+from workers.batcher import Batcher
 from workers.features.audio_features import speech_ratio
 from workers.schemas import Word
 from workers.settings import AsrSettings
@@ -179,7 +182,7 @@ class Transcriber:
         device: str = "cpu",
         *,
         context_seconds: float | None = None,
-        cpu_threads: int = 0,
+        cpu_threads: int | None = None,
     ) -> Transcriber:
         """The configured model; `context_seconds` / `cpu_threads` override the context and
         CTranslate2's threads (the partial transcripts' model: workers/partials.py)."""
@@ -190,7 +193,7 @@ class Transcriber:
             beam_size=asr.beam_size,
             min_speech_ratio=asr.min_speech_ratio,
             device=device,
-            cpu_threads=cpu_threads,
+            cpu_threads=asr.cpu_threads if cpu_threads is None else cpu_threads,
             context_seconds=asr.context_seconds if context_seconds is None else context_seconds,
         )
 
@@ -200,28 +203,56 @@ class Transcriber:
 
     def transcribe_window(self, audio16k: np.ndarray | None, offset: float = 0.0) -> AsrResult:
         """Text and timed words of one window; `offset` is the media time of audio16k[0]."""
+        return self.transcribe_batch([(audio16k, offset)])[0]
+
+    def transcribe_batch(
+        self, windows: Sequence[tuple[np.ndarray | None, float]]
+    ) -> list[AsrResult]:
+        """`transcribe_window` of several windows (audio, offset) at once: those that fit the
+        short context go through ONE encoder, decoder and alignment call (two 4 s windows cost
+        ~0.55x the time each of one alone: benchmarks/asr_batching.py); the others one by one.
+        Every result's elapsed_ms is the whole call's."""
         t0 = time.perf_counter()
-        ratio = speech_ratio(audio16k)
-        if audio16k is None or ratio < self.min_speech_ratio:
-            return AsrResult("", False, ratio, False, (time.perf_counter() - t0) * 1e3)
-        audio = np.ascontiguousarray(audio16k, dtype=np.float32)
-        duration = audio.size / 16000
-        if duration + 0.5 <= self.context_seconds < 30:
+        gated: list[tuple[str, list[Word]] | None] = [None] * len(windows)
+        ratios = [speech_ratio(audio) for audio, _ in windows]
+        short: list[int] = []
+        audios: list[np.ndarray | None] = []
+        for k, (audio16k, _offset) in enumerate(windows):
+            if audio16k is None or ratios[k] < self.min_speech_ratio:
+                audios.append(None)
+                continue
+            audio = np.ascontiguousarray(audio16k, dtype=np.float32)
+            audios.append(audio)
+            if audio.size / 16000 + 0.5 <= self.context_seconds < 30:
+                short.append(k)
+            else:
+                with self._lock:
+                    gated[k] = self._transcribe_full(audio)
+        if short:
+            batch = [a for k in short if (a := audios[k]) is not None]
             with self._lock:
-                text, words = self._transcribe_short(audio)
-        else:
-            with self._lock:
-                text, words = self._transcribe_full(audio)
-        timed = tuple(
-            Word(
-                text=w.text,
-                media_start=round(offset + min(w.media_start, duration), 3),
-                media_end=round(offset + min(w.media_end, duration), 3),
-                probability=round(w.probability, 3),
+                for k, one in zip(short, self._transcribe_short(batch), strict=True):
+                    gated[k] = one
+        elapsed = (time.perf_counter() - t0) * 1e3
+        out = []
+        for k, (_, offset) in enumerate(windows):
+            mono, decoded = audios[k], gated[k]
+            if mono is None or decoded is None:
+                out.append(AsrResult("", False, ratios[k], False, elapsed))
+                continue
+            duration = mono.size / 16000
+            text, words = decoded
+            timed = tuple(
+                Word(
+                    text=w.text,
+                    media_start=round(offset + min(w.media_start, duration), 3),
+                    media_end=round(offset + min(w.media_end, duration), 3),
+                    probability=round(w.probability, 3),
+                )
+                for w in words
             )
-            for w in words
-        )
-        return AsrResult(text, True, ratio, True, (time.perf_counter() - t0) * 1e3, timed)
+            out.append(AsrResult(text, True, ratios[k], True, elapsed, timed))
+        return out
 
     def _transcribe_full(self, audio: np.ndarray) -> tuple[str, list[Word]]:
         """faster-whisper's own path (30 s context). With words, it runs in timestamp mode: with
@@ -249,45 +280,64 @@ class Transcriber:
                     )
         return " ".join(texts).strip(), words
 
-    def _transcribe_short(self, audio: np.ndarray) -> tuple[str, list[Word]]:
-        """Encoder input padded to `context_seconds` instead of 30 s (see the module doc); the
-        words are timed on the same encoder output (CTranslate2's cross-attention alignment,
-        what faster-whisper's word_timestamps runs)."""
+    def _transcribe_short(self, audios: list[np.ndarray]) -> list[tuple[str, list[Word]]]:
+        """Encoder input padded to `context_seconds` instead of 30 s (see the module doc), all
+        `audios` in one batch; the words are timed on the same encoder output (CTranslate2's
+        cross-attention alignment, what faster-whisper's word_timestamps runs)."""
         import ctranslate2
 
         frames = int(self.context_seconds * 100)  # 10 ms mel frames
-        features = self._model.feature_extractor(audio)[:, :frames]  # (n_mels, T)
-        padded = np.zeros((features.shape[0], frames), np.float32)
-        padded[:, : features.shape[1]] = features
+        batch, lengths = [], []
+        for audio in audios:
+            features = self._model.feature_extractor(audio)[:, :frames]  # (n_mels, T)
+            padded = np.zeros((features.shape[0], frames), np.float32)
+            padded[:, : features.shape[1]] = features
+            batch.append(padded)
+            lengths.append(int(features.shape[1]))
         tok = self._tokenizer
         prompt = [*tok.sot_sequence, tok.no_timestamps]
-        encoded = ctranslate2.StorageView.from_array(padded[None])
+        mels = np.stack(batch)
+        encoded = ctranslate2.StorageView.from_array(mels)
         if self.words:  # encode once: generate and align both read the encoder output
             encoded = self._model.model.encode(encoded)
         result = self._model.model.generate(
             encoded,
-            [prompt],
+            [prompt] * len(audios),
             beam_size=self.beam_size,
             max_length=min(448, len(prompt) + int(self.context_seconds * 8)),
             suppress_blank=True,
             suppress_tokens=[-1],
         )
-        ids = [i for i in result[0].sequences_ids[0] if i < tok.eot]
-        text = str(tok.decode(ids)).strip()
-        if not self.words or not ids:
-            return text, []
-        return text, self._align(ids, encoded, features.shape[1])
+        ids = [[i for i in r.sequences_ids[0] if i < tok.eot] for r in result]
+        texts = [str(tok.decode(x)).strip() for x in ids]
+        if not self.words:
+            return [(t, []) for t in texts]
+        spoken = [k for k, x in enumerate(ids) if x]
+        words: list[list[Word]] = [[] for _ in audios]
+        if len(spoken) < len(audios) and spoken:
+            # align() needs text for every item: encode again the ones that have some (rare:
+            # only a window of noise that passed the gate decodes to nothing).
+            encoded = self._model.model.encode(ctranslate2.StorageView.from_array(mels[spoken]))
+        if spoken:
+            aligned = self._model.model.align(
+                encoded,
+                tok.sot_sequence,
+                [ids[k] for k in spoken],
+                [lengths[k] for k in spoken],
+                median_filter_width=7,
+            )
+            for k, alignment in zip(spoken, aligned, strict=True):
+                words[k] = self._words(ids[k], alignment)
+        return list(zip(texts, words, strict=True))
 
-    def _align(self, ids: list[int], encoded: object, num_frames: int) -> list[Word]:
-        """Word times of the decoded `ids` from the decoder's cross-attention on `encoded`: what
-        faster-whisper's find_alignment + add_word_timestamps do, on CTranslate2's API directly
-        (faster-whisper's own helpers changed signature between 1.0 and 1.1)."""
+    def _words(self, ids: list[int], result: Any) -> list[Word]:
+        """Word times of the decoded `ids` from the decoder's cross-attention (`result` of
+        CTranslate2's Whisper.align): what faster-whisper's find_alignment +
+        add_word_timestamps do, on CTranslate2's API directly (faster-whisper's own helpers
+        changed signature between 1.0 and 1.1)."""
         from faster_whisper.transcribe import merge_punctuations
 
         tok = self._tokenizer
-        (result,) = self._model.model.align(
-            encoded, tok.sot_sequence, [ids], num_frames, median_filter_width=7
-        )
         texts, tokens = tok.split_to_word_tokens([*ids, tok.eot])
         if len(tokens) <= 1:
             return []
@@ -328,3 +378,30 @@ class Transcriber:
             for w in alignment
             if w["word"].strip()
         ]
+
+
+class BatchedTranscriber:
+    """A Transcriber shared by many threads (the sessions' window extractions) whose calls that
+    arrive while Whisper is busy run together in one batch (`Transcriber.transcribe_batch`,
+    through workers/batcher.py: nothing waits for a batch to fill). Windows the silence gate
+    stops never wait for it. `transcribe_window` blocks its caller, like the Transcriber's."""
+
+    def __init__(
+        self,
+        asr: Transcriber,
+        max_batch: int = 4,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.asr = asr
+        self._batcher: Batcher[tuple[np.ndarray | None, float], AsrResult] = Batcher(
+            asr.transcribe_batch, threads=1, max_batch=max_batch, name="asr", on_batch=on_batch
+        )
+
+    def transcribe_window(self, audio16k: np.ndarray | None, offset: float = 0.0) -> AsrResult:
+        if audio16k is None or speech_ratio(audio16k) < self.asr.min_speech_ratio:
+            return self.asr.transcribe_window(audio16k, offset)  # silence: Whisper is not called
+        return self._batcher.submit((audio16k, offset)).result()
+
+    def shutdown(self) -> None:
+        """Let a running batch finish, fail the waiting calls (blocking: off the event loop)."""
+        self._batcher.shutdown(cancel_waiting=True)

@@ -28,11 +28,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from merclip.clip_backbone import ClipBackbone
-from workers.features.asr import Transcriber
+from workers.features.asr import AsrResult, Transcriber
 from workers.features.audio_features import log_mel_features, speech_ratio
 from workers.features.encoders import ClipEncoders, FeatureEncoders, load_encoders
 from workers.features.faces import FaceDetector
@@ -43,6 +44,12 @@ from workers.windowing import RawWindow
 __all__ = ["FrameFeature", "WindowExtractor", "select_frames"]
 
 log = logging.getLogger(__name__)
+
+
+class WindowTranscriber(Protocol):
+    """What extract needs of ASR (Transcriber, BatchedTranscriber)."""
+
+    def transcribe_window(self, audio16k: np.ndarray | None, offset: float = 0.0) -> AsrResult: ...
 
 
 @dataclass(frozen=True)
@@ -139,19 +146,22 @@ class WindowExtractor:
         session_id: str,
         frame_features: Mapping[float, FrameFeature] | None = None,
         compute_missing: bool = True,
+        asr: WindowTranscriber | None = None,
     ) -> FeatureWindow:
         """Features of one window. `frame_features` (by frame media time) are reused instead of
         running face detection + encoding again on frames already processed; with
         `compute_missing=False` frames without one are left out (streaming under load sheds them
-        instead of queueing)."""
+        instead of queueing). `asr` replaces the extractor's own Transcriber for this call
+        (streaming ingest batches the sessions' windows: BatchedTranscriber)."""
         stage_ms: dict[str, float] = {}
         known = frame_features or {}
 
         t = time.perf_counter()
         words: list[Word] = []
-        if self.asr is not None:
+        transcriber = asr or self.asr
+        if transcriber is not None:
             offset = raw.media_start if raw.audio_start is None else raw.audio_start
-            result = self.asr.transcribe_window(raw.audio, offset)
+            result = transcriber.transcribe_window(raw.audio, offset)
             transcript, speech_present = result.text, result.speech_present
             words = list(result.words)
         else:

@@ -1,4 +1,4 @@
-"""FrameBatcher: frames waiting from every session run in one batch when a thread is free; results
+"""Batcher: frames waiting from every session run in one batch when a thread is free; results
 go back to each frame's own future; waiting jobs can be shed; failures reach every waiter.
 The last test runs the real extractor (faces + test-size CLIP) batched and one by one."""
 
@@ -15,8 +15,8 @@ from media import face_frame
 
 from merclip.clip_backbone import ClipBackbone
 from workers.app.settings import Settings
+from workers.batcher import Batcher
 from workers.features.extractor import WindowExtractor
-from workers.frame_batcher import FrameBatcher
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -43,7 +43,7 @@ def _frame(value: int) -> np.ndarray:
 
 def test_each_future_gets_its_own_frames_result() -> None:
     run = Recorder()
-    batcher = FrameBatcher(run, threads=2)
+    batcher = Batcher(run, threads=2)
     try:
         futures = [batcher.submit(_frame(v)) for v in range(20)]
         assert [f.result(5) for f in futures] == [4 * v for v in range(20)]
@@ -55,7 +55,7 @@ def test_each_future_gets_its_own_frames_result() -> None:
 def test_frames_that_wait_while_the_thread_is_busy_run_as_one_batch() -> None:
     run = Recorder()
     sizes: list[int] = []
-    batcher = FrameBatcher(run, threads=1, max_batch=8, on_batch=sizes.append)
+    batcher = Batcher(run, threads=1, max_batch=8, on_batch=sizes.append)
     try:
         run.gate.clear()
         first = batcher.submit(_frame(1))
@@ -70,7 +70,7 @@ def test_frames_that_wait_while_the_thread_is_busy_run_as_one_batch() -> None:
 
 def test_batches_are_capped_at_max_batch() -> None:
     run = Recorder()
-    batcher = FrameBatcher(run, threads=1, max_batch=3)
+    batcher = Batcher(run, threads=1, max_batch=3)
     try:
         run.gate.clear()
         first = batcher.submit(_frame(0))
@@ -85,7 +85,7 @@ def test_batches_are_capped_at_max_batch() -> None:
 
 def test_a_waiting_job_can_be_shed_and_never_runs() -> None:
     run = Recorder()
-    batcher = FrameBatcher(run, threads=1)
+    batcher = Batcher(run, threads=1)
     try:
         run.gate.clear()
         busy = batcher.submit(_frame(1))
@@ -106,7 +106,7 @@ def test_a_failing_batch_fails_each_of_its_jobs_and_the_threads_go_on() -> None:
             raise ValueError("bad frame")
         return [1 for _ in frames]
 
-    batcher = FrameBatcher(run, threads=1)
+    batcher = Batcher(run, threads=1)
     try:
         bad = batcher.submit(_frame(-1))
         with pytest.raises(ValueError, match="bad frame"):
@@ -118,7 +118,7 @@ def test_a_failing_batch_fails_each_of_its_jobs_and_the_threads_go_on() -> None:
 
 def test_shutdown_cancels_what_waits_and_joins_its_threads() -> None:
     run = Recorder()
-    batcher = FrameBatcher(run, threads=2, name="shutdown-test")
+    batcher = Batcher(run, threads=2, name="shutdown-test")
     run.gate.clear()
     busy = [batcher.submit(_frame(1))]
     assert run.entered.wait(5)

@@ -1,11 +1,13 @@
-"""Frame jobs of every session, run in batches on a few threads.
+"""Jobs of every session, run in batches on a few threads: frames through the visual nets, window
+audio through Whisper.
 
-The CLIP image encoder costs far less per image in a batch than one image at a time (on a 2-core
-CPU, ViT-B-32 at batch 4 takes ~0.7x the time per image of batch 1: `python
-benchmarks/extract_stages.py --frame-batches`). Sessions sample frames independently, so under load
-several frames wait at once; a thread that becomes free takes ALL waiting frames (up to
-`max_batch`) and encodes them in one pass. When the threads keep up, every batch holds one frame
-and nothing waits for a batch to fill: batching costs no latency, it only appears under load.
+Both cost far less per item in a batch than one at a time (on a 2-core CPU, ViT-B-32 at batch 4
+takes ~0.7x the time per image of batch 1: `python benchmarks/extract_stages.py --frame-batches`;
+tiny.en on two 4 s windows at once ~0.55x the time per window of one:
+`python benchmarks/asr_batching.py`). Sessions produce jobs independently, so under load several
+wait at once; a thread that becomes free takes ALL waiting jobs (up to `max_batch`) and runs them
+in one pass. When the threads keep up, every batch holds one job and nothing waits for a batch to
+fill: batching costs no latency, it only appears under load.
 
 Jobs are `concurrent.futures.Future`s, so a job still waiting can be cancelled (ingest sheds frames
 its window no longer waits for) and a running one cannot.
@@ -20,22 +22,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
-import numpy as np
-
-__all__ = ["FrameBatcher"]
+__all__ = ["Batcher"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 R = TypeVar("R")
 
 
-class FrameBatcher(Generic[R]):
-    """`submit(rgb)` → Future of `run_batch([rgb, ...])[i]`, with batches formed from whatever is
-    waiting when a thread is free. `run_batch` must return one result per frame, in order."""
+class Batcher(Generic[T, R]):
+    """`submit(item)` → Future of `run_batch([item, ...])[i]`, with batches formed from whatever
+    is waiting when a thread is free. `run_batch` must return one result per item, in order."""
 
     def __init__(
         self,
-        run_batch: Callable[[Sequence[np.ndarray]], Sequence[R]],
+        run_batch: Callable[[Sequence[T]], Sequence[R]],
         threads: int,
         max_batch: int = 8,
         name: str = "frames",
@@ -47,7 +48,7 @@ class FrameBatcher(Generic[R]):
         self._run_batch = run_batch
         self._on_batch = on_batch
         self.max_batch = max_batch
-        self._waiting: deque[tuple[Future[R], np.ndarray]] = deque()
+        self._waiting: deque[tuple[Future[R], T]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [
@@ -57,24 +58,24 @@ class FrameBatcher(Generic[R]):
         for t in self._threads:
             t.start()
 
-    def submit(self, rgb: np.ndarray) -> Future[R]:
+    def submit(self, item: T) -> Future[R]:
         fut: Future[R] = Future()
         with self._cond:
             if self._closed:
-                raise RuntimeError("frame batcher is shut down")
-            self._waiting.append((fut, rgb))
+                raise RuntimeError("batcher is shut down")
+            self._waiting.append((fut, item))
             self._cond.notify()
         return fut
 
-    def _take(self) -> list[tuple[Future[R], np.ndarray]] | None:
+    def _take(self) -> list[tuple[Future[R], T]] | None:
         """The next batch (jobs cancelled while waiting are skipped); None when shut down."""
         with self._cond:
             while True:
-                batch: list[tuple[Future[R], np.ndarray]] = []
+                batch: list[tuple[Future[R], T]] = []
                 while self._waiting and len(batch) < self.max_batch:
-                    fut, rgb = self._waiting.popleft()
+                    fut, item = self._waiting.popleft()
                     if fut.set_running_or_notify_cancel():
-                        batch.append((fut, rgb))
+                        batch.append((fut, item))
                 if batch:
                     return batch
                 if self._closed:
@@ -84,9 +85,9 @@ class FrameBatcher(Generic[R]):
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             try:
-                results = self._run_batch([rgb for _, rgb in batch])
+                results = self._run_batch([item for _, item in batch])
                 if len(results) != len(batch):
-                    raise RuntimeError(f"{len(results)} results for {len(batch)} frames")
+                    raise RuntimeError(f"{len(results)} results for {len(batch)} jobs")
             except BaseException as exc:  # noqa: BLE001 - every waiter learns of the failure
                 for fut, _ in batch:
                     fut.set_exception(exc)

@@ -1,0 +1,164 @@
+"""Draining an ingest node before it is recycled: SIGUSR2 (or `server.recycle_after_sessions`)
+makes a running `merclip ingest` refuse new sessions (503 `draining` + Retry-After, /readyz 503)
+while its live sessions stream on to their end and get every event; then it exits 0 by itself.
+
+The first tests run the stream server in-process with real aiortc peers (what the registry
+decides); the last runs real `merclip ingest` and `merclip infer` processes on one Redis with a
+real WebRTC client streaming a video file through the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from bus_helpers import prefix_on, tiny_worker_env
+from media import SPEECH_TEXT, face_video
+from process_helpers import start_merclip
+from stream_helpers import SineTrack, make_settings, running_server, wait_for
+
+from stream.app import REGISTRY
+from stream.clients.file import stream_file
+from stream.clients.peer_client import connect_peer
+from stream.errors import OfferRejectedError
+from workers.bus import Bus
+from workers.redis_server import EmbeddedRedis
+from workers.settings import RedisSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+CLIP_SECONDS = 9.0
+WINDOW_SECONDS = 3.0
+HOP_SECONDS = 1.5
+
+
+async def _get(url: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            return r.status, await r.json()
+
+
+async def test_a_draining_server_refuses_new_sessions_and_takes_reconnects() -> None:
+    async with running_server(make_settings(max_sessions=4)) as (url, app, sinks):
+        registry = app[REGISTRY]
+        live, _ = await connect_peer(url, [SineTrack(seconds=30)], session_id="live")
+        assert await wait_for(lambda: live.connectionState == "connected", 10)
+        assert await _get(url + "/readyz") == (200, {"status": "ready", "sessions": 1})
+
+        registry.drain()
+        status, ready = await _get(url + "/readyz")
+        assert (status, ready["status"]) == (503, "draining")
+        status, health = await _get(url + "/healthz")  # alive: a liveness probe must not kill it
+        assert status == 200 and health["status"] == "draining" and health["draining"] is True
+        with pytest.raises(OfferRejectedError) as refused:
+            await connect_peer(url, [SineTrack(seconds=5)], session_id="newcomer")
+        assert refused.value.status == 503 and refused.value.body["error"] == "draining"
+        assert refused.value.retry_after is not None and refused.value.retry_after > 0
+
+        # A reconnect of the live session needs no new slot: still taken.
+        again, _ = await connect_peer(url, [SineTrack(seconds=30)], session_id="live")
+        assert await wait_for(lambda: again.connectionState == "connected", 10)
+        assert registry.count == 1 and len(sinks) == 2
+        emptied = asyncio.create_task(registry.wait_empty())
+        await asyncio.sleep(0.3)
+        assert not emptied.done(), "a drain must wait for the live session"
+        await live.close()
+        await again.close()
+        await asyncio.wait_for(emptied, 10)
+
+
+async def test_recycle_after_n_sessions_drains_by_itself() -> None:
+    settings = make_settings(max_sessions=4, recycle_after_sessions=2)
+    async with running_server(settings) as (url, app, _sinks):
+        registry = app[REGISTRY]
+        first, _ = await connect_peer(url, [SineTrack(seconds=30)], session_id="one")
+        assert not registry.draining
+        second, _ = await connect_peer(url, [SineTrack(seconds=30)], session_id="two")
+        assert registry.draining, "the 2nd session of recycle_after_sessions=2 starts the drain"
+        with pytest.raises(OfferRejectedError) as refused:
+            await connect_peer(url, [SineTrack(seconds=5)], session_id="three")
+        assert refused.value.body["error"] == "draining"
+        assert registry.count == 2
+        for pc in (first, second):
+            await pc.close()
+
+
+async def test_sigusr2_drains_ingest_a_live_session_gets_all_its_events_then_it_exits(
+    media_dir: Path,
+) -> None:
+    video = face_video(media_dir, SPEECH_TEXT, seconds=CLIP_SECONDS)
+    with EmbeddedRedis() as redis_url:
+        async with prefix_on(redis_url) as prefix:
+            env = tiny_worker_env(
+                prefix,
+                MERCLIP_INGEST_WINDOW_SECONDS=str(WINDOW_SECONDS),
+                MERCLIP_INGEST_HOP_SECONDS=str(HOP_SECONDS),
+                MERCLIP_INGEST_VIDEO_FPS="2",
+                MERCLIP_INFERENCE_DEADLINE_SECONDS="600",
+            )
+            infer = start_merclip(
+                ["infer", "--redis-url", redis_url, "--stats-every", "0"], env, ready=None
+            )
+            ingest = start_merclip(
+                ["ingest", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", "0"], env
+            )
+            try:
+                await _drain_scenario(ingest.url, redis_url, prefix, video, ingest, infer)
+            finally:
+                ingest.kill()
+                infer.kill()
+
+
+async def _drain_scenario(url, redis_url, prefix, video, ingest, infer) -> None:  # type: ignore[no-untyped-def]
+    session = "drained"
+    async with Bus.connect(redis_url, RedisSettings(prefix=prefix)) as bus:
+        streaming = asyncio.create_task(stream_file(url, video, session_id=session))
+        deadline = time.monotonic() + 90
+        while not await bus.events(session, 1):
+            assert time.monotonic() < deadline, f"no event:\n{ingest.log}\n{infer.log}"
+            assert not streaming.done(), streaming.result()
+            await asyncio.sleep(0.2)
+        # Mid-stream: drain.
+        assert not streaming.done(), "the clip ended before the drain could start"
+        ingest.proc.send_signal(signal.SIGUSR2)
+        assert await _eventually(lambda: _get(url + "readyz"), lambda r: r[0] == 503)
+        with pytest.raises(OfferRejectedError) as refused:
+            await stream_file(url, video, session_id="newcomer", seconds=2)
+        assert refused.value.status == 503 and refused.value.body["error"] == "draining"
+        assert not streaming.done(), "the drain must not cut the live session"
+
+        await streaming  # the clip plays to its end
+        ended = time.monotonic()
+        code = await asyncio.to_thread(ingest.wait, 60)
+        assert code == 0, ingest.log
+        assert "drained" in ingest.log
+        # It exits by itself once the session's last windows are sent: promptly, not after
+        # the 20 s inactivity timeout.
+        assert time.monotonic() - ended < 20, ingest.log
+
+        # Every window of the session, up to the end of the clip, gets exactly one event.
+        deadline = time.monotonic() + 30
+        while True:
+            events = await bus.events(session, 1000)
+            seqs = sorted(e.seq for e in events)
+            if seqs and seqs == list(range(len(seqs))) and not await bus.windows_length():
+                break
+            assert time.monotonic() < deadline, (seqs, infer.log)
+            await asyncio.sleep(0.2)
+        assert len({e.event_id for e in events}) == len(events)
+        last = max(events, key=lambda e: e.seq)
+        assert last.media_end >= CLIP_SECONDS - HOP_SECONDS, [e.media_end for e in events]
+        assert not await bus.events("newcomer", 10)
+
+
+async def _eventually(fetch, ok, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok(await fetch()):
+            return True
+        await asyncio.sleep(0.1)
+    return False

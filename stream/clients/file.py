@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -122,12 +123,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loopback", action="store_true", help="offer 127.0.0.1 as an ICE candidate"
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MERCLIP_TOKEN"),
+        help="publisher access token for a server with auth on (default: $MERCLIP_TOKEN)",
+    )
 
 
 def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     if not args.file.exists():
         raise StreamError(f"{args.file}: no such file")
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
-    sid = asyncio.run(stream_file(url, args.file, args.session, args.seconds, args.loopback))
+    sid = asyncio.run(
+        stream_file(url, args.file, args.session, args.seconds, args.loopback, args.token)
+    )
     print(sid)
     return 0

@@ -12,31 +12,35 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from bus_helpers import prefix_on, tiny_worker_env
 from media import SPEECH_TEXT, face_video
-from process_helpers import start_merclip
+from process_helpers import Merclip, start_merclip
+from service_helpers import tiny_settings
 from stream_helpers import SineTrack, make_settings, running_server, wait_for
 
 from stream.app import REGISTRY
 from stream.clients.file import stream_file
 from stream.clients.peer_client import connect_peer
 from stream.errors import OfferRejectedError
+from workers.app.service import LiveService
 from workers.bus import Bus
 from workers.redis_server import EmbeddedRedis
 from workers.settings import RedisSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
+Response = tuple[int, dict[str, object]]
 CLIP_SECONDS = 9.0
 WINDOW_SECONDS = 3.0
 HOP_SECONDS = 1.5
 
 
-async def _get(url: str) -> tuple[int, dict[str, object]]:
+async def _get(url: str) -> Response:
     async with aiohttp.ClientSession() as http:
         async with http.get(url) as r:
             return r.status, await r.json()
@@ -87,6 +91,43 @@ async def test_recycle_after_n_sessions_drains_by_itself() -> None:
             await pc.close()
 
 
+async def test_a_draining_serve_infers_its_last_windows_before_it_returns(
+    media_dir: Path,
+) -> None:
+    """`merclip serve` on its embedded Redis: no other worker will ever infer what is left, so
+    the drain returns only once every window of the ended session has its event."""
+    video = face_video(media_dir, SPEECH_TEXT, seconds=CLIP_SECONDS)
+    async with LiveService(tiny_settings()) as svc:
+        assert svc.bus is not None
+        # Inference that lags the stream (as on a loaded machine): the session's last windows
+        # are still waiting for the worker when its extraction is done.
+        predictor = svc.worker.predictor
+        predict = predictor.predict
+
+        def slow_predict(samples: object) -> object:
+            time.sleep(1.0)
+            return predict(samples)
+
+        predictor.predict = slow_predict
+        session = "serve-drain"
+        streaming = asyncio.create_task(stream_file(svc.url, video, session_id=session))
+        deadline = time.monotonic() + 60
+        while not await svc.bus.events(session, 1):
+            assert time.monotonic() < deadline and not streaming.done()
+            await asyncio.sleep(0.1)
+        svc.drain()
+        drained = asyncio.create_task(svc.drain_when_asked())
+        with pytest.raises(OfferRejectedError):
+            await stream_file(svc.url, video, session_id="late", seconds=2)
+        await streaming
+        await asyncio.wait_for(drained, 60)
+        # Read at once, before the service stops: nothing is still on its way.
+        events = await svc.bus.events(session, 1000)
+        assert sorted(e.seq for e in events) == list(range(len(events)))
+        assert max(e.media_end for e in events) >= CLIP_SECONDS - HOP_SECONDS
+        assert await svc.bus.windows_length() == 0
+
+
 async def test_sigusr2_drains_ingest_a_live_session_gets_all_its_events_then_it_exits(
     media_dir: Path,
 ) -> None:
@@ -113,7 +154,9 @@ async def test_sigusr2_drains_ingest_a_live_session_gets_all_its_events_then_it_
                 infer.kill()
 
 
-async def _drain_scenario(url, redis_url, prefix, video, ingest, infer) -> None:  # type: ignore[no-untyped-def]
+async def _drain_scenario(
+    url: str, redis_url: str, prefix: str, video: Path, ingest: Merclip, infer: Merclip
+) -> None:
     session = "drained"
     async with Bus.connect(redis_url, RedisSettings(prefix=prefix)) as bus:
         streaming = asyncio.create_task(stream_file(url, video, session_id=session))
@@ -155,7 +198,11 @@ async def _drain_scenario(url, redis_url, prefix, video, ingest, infer) -> None:
         assert not await bus.events("newcomer", 10)
 
 
-async def _eventually(fetch, ok, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+async def _eventually(
+    fetch: Callable[[], Awaitable[Response]],
+    ok: Callable[[Response], bool],
+    timeout: float = 10.0,
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ok(await fetch()):

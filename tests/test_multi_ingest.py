@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,14 +27,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CLIP_SECONDS = 7.0
 
 
-async def _json(url: str) -> dict:  # type: ignore[type-arg]
+async def _json(url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         async with http.get(url) as r:
             assert r.status == 200, (url, r.status)
-            return await r.json()  # type: ignore[no-any-return]
+            body: dict[str, Any] = await r.json()
+            return body
 
 
-async def _until_listed(url: str, sessions: set[str], timeout: float = 15.0) -> dict:  # type: ignore[type-arg]
+async def _until_listed(url: str, sessions: set[str], timeout: float = 15.0) -> dict[str, Any]:
     """The overview at `url` once it lists `sessions` (each refreshes from Redis every second)."""
     deadline = time.monotonic() + timeout
     while True:

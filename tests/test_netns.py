@@ -145,7 +145,7 @@ async def test_two_ingest_hosts_two_workers_a_sigkilled_worker_loses_no_window(
             MERCLIP_INFERENCE_CLAIM_IDLE_MS=str(CLAIM_IDLE_MS),
             MERCLIP_INFERENCE_DEADLINE_SECONDS="600",
         )
-        workers = {}
+        workers: dict[str, Merclip] = {}
         for role in ("inf1", "inf2"):
             args = ["infer", "--redis-url", url, "--consumer", role, "--stats-every", "0"]
             # inf1 waits in XREADGROUP for seconds at a time, so that, frozen there, it is still
@@ -155,7 +155,7 @@ async def test_two_ingest_hosts_two_workers_a_sigkilled_worker_loses_no_window(
                 args, {**env, **block}, ready=None, prefix=hosts.exec(role)
             )
             procs.append(workers[role])
-        nodes = {}
+        nodes: dict[str, Merclip] = {}
         for role in ("ing1", "ing2"):
             args = ["ingest", "--redis-url", url, "--host", hosts.addr[role], "--port", "8080"]
             nodes[role] = start_merclip(args, env, prefix=hosts.exec(role))
@@ -169,8 +169,14 @@ async def test_two_ingest_hosts_two_workers_a_sigkilled_worker_loses_no_window(
         redis_proc.wait()
 
 
-async def _scenario(  # type: ignore[no-untyped-def]
-    hosts: Hosts, url, env, video, nodes, workers, observer
+async def _scenario(
+    hosts: Hosts,
+    url: str,
+    env: dict[str, str],
+    video: Path,
+    nodes: dict[str, Merclip],
+    workers: dict[str, Merclip],
+    observer: redis.Redis,
 ) -> None:
     # Each service listens on its namespace address only.
     assert hosts.listening("redis") == {hosts.addr["redis"]}
@@ -209,6 +215,7 @@ async def _scenario(  # type: ignore[no-untyped-def]
             assert c.returncode == 0, (sid, out)
 
         deadline = time.monotonic() + 90
+        counts: dict[str, int] = {}
         for sid in sessions.values():
             while True:
                 events = await bus.events(sid, 1000)
@@ -219,6 +226,7 @@ async def _scenario(  # type: ignore[no-untyped-def]
                 assert time.monotonic() < deadline, (sid, seqs, last_end)
                 await asyncio.sleep(0.3)
             assert len({e.event_id for e in events}) == len(events)
+            counts[sid] = len(events)
         assert await bus.pending_count("infer") == 0
 
     survivor = workers["inf2"]
@@ -226,6 +234,9 @@ async def _scenario(  # type: ignore[no-untyped-def]
     assert survivor.wait(60) == 0, survivor.log
     claimed = re.search(r"'claimed': (\d+)", survivor.log)
     assert claimed and int(claimed.group(1)) >= held, survivor.log
+    print(
+        f"inf1 SIGKILLed holding {held} windows; inf2 claimed {claimed.group(1)}; events {counts}"
+    )
 
 
 def _kill_holding(proc: subprocess.Popen[str], observer: redis.Redis, key: str) -> int:

@@ -128,6 +128,23 @@ async def test_a_draining_serve_infers_its_last_windows_before_it_returns(
         assert await svc.bus.windows_length() == 0
 
 
+async def test_the_drain_timeout_closes_sessions_still_live() -> None:
+    settings = tiny_settings().replace("server", drain_timeout_seconds=1.0)
+    async with LiveService(settings) as svc:
+        assert svc.app is not None
+        registry = svc.app[REGISTRY]
+        pc, _ = await connect_peer(svc.url, [SineTrack(seconds=60)], session_id="endless")
+        try:
+            assert await wait_for(lambda: pc.connectionState == "connected", 10)
+            started = time.monotonic()
+            svc.drain()
+            await asyncio.wait_for(svc.drain_when_asked(), 30)
+            assert registry.count == 0
+            assert time.monotonic() - started < 15  # the timeout, then the last windows
+        finally:
+            await pc.close()
+
+
 async def test_sigusr2_drains_ingest_a_live_session_gets_all_its_events_then_it_exits(
     media_dir: Path,
 ) -> None:

@@ -129,10 +129,6 @@ class LiveService:
         if self.app is not None:
             self.app[REGISTRY].drain()
 
-    @property
-    def draining(self) -> bool:
-        return self.app is not None and self.app[REGISTRY].draining
-
     async def drain_when_asked(self) -> None:
         """Wait until a drain is asked for, then until it is done (see the module docstring).
         Never returns for a service without the ingest role."""

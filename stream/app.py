@@ -9,7 +9,10 @@ Routes (`create_app`; each handler is a module-level function reading what it ne
 - `GET /events/{session}` — server-sent events, one `data:` JSON object per event, from the
   `events_factory` given to `create_app` (stream/ itself knows nothing about Redis).
 - `GET /config` — `{"ice_servers": [...], "events": bool}` for the page.
-- `GET /healthz` — `{"status": "ok", "sessions": n, "max_sessions": m}`.
+- `GET /healthz` — liveness: always 200, `{"status": "ok" | "draining", "sessions": n,
+  "max_sessions": m, "draining": bool}` (a draining node is alive: it is finishing sessions).
+- `GET /readyz` — readiness: 200 `{"status": "ready"}` while new sessions are taken, 503
+  `{"status": "draining"}` once the node drains, so a load balancer sends offers elsewhere.
 - `GET /metrics` — Prometheus counters: sessions, offers by result, video frames delivered or
   dropped, audio seconds, sessions closed by reason, events dropped for slow pages.
 
@@ -90,13 +93,14 @@ def create_app(
     add_security_headers(app)
     # Added first, so its shutdown hook cancels the open event streams before the sessions close.
     sse.add_stream_limit(app, server.max_event_streams)
-    app[REGISTRY] = SessionRegistry(server.max_sessions)
+    app[REGISTRY] = SessionRegistry(server.max_sessions, server.recycle_after_sessions)
     app[SIGNALING] = Signaling(server, sink_factory)
     app[EVENTS] = events_factory
     app[PAGE_DIR] = static_dir or STATIC_DIR
 
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/config", config)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_post("/offer", offer)
@@ -133,8 +137,20 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     return web.json_response(
-        {"status": "ok", "sessions": registry.count, "max_sessions": registry.max_sessions}
+        {
+            "status": "draining" if registry.draining else "ok",
+            "sessions": registry.count,
+            "max_sessions": registry.max_sessions,
+            "draining": registry.draining,
+        }
     )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    if registry.draining:
+        return web.json_response({"status": "draining", "sessions": registry.count}, status=503)
+    return web.json_response({"status": "ready", "sessions": registry.count})
 
 
 async def config(request: web.Request) -> web.Response:

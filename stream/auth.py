@@ -20,8 +20,8 @@ monitor token), and every path under /dashboard a monitor token for all sessions
 travels as `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot set headers); a
 valid `?token=` on a /dashboard page also sets an HttpOnly cookie scoped to /dashboard so the
 page's own requests carry it. Refusals are 401 (no or bad token) or 403 (a token for something
-else), JSON like every other error. /, /static, /config, /healthz and /metrics stay open (they
-hold no session data).
+else), JSON like every other error. /, /static, /config, /healthz, /readyz and /metrics stay open
+(they hold no session data).
 
 With auth off on a loopback address (the open local mode), every request must name this machine in
 its Host header (localhost or a loopback IP, any port) and a non-GET request may carry only such an

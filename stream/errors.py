@@ -21,6 +21,7 @@ from merclip.errors import MerClipError
 __all__ = [
     "BadOfferError",
     "CaptureError",
+    "DrainingError",
     "ForbiddenError",
     "NoDeviceError",
     "OfferError",
@@ -110,6 +111,13 @@ class ServerFullError(OfferError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class DrainingError(ServerFullError):
+    """The server is draining (about to be recycled): it finishes its live sessions but takes no
+    new one; the client should retry, and a load balancer sends it to another node."""
+
+    code = "draining"
 
 
 # -- clients ----------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ with 503 + Retry-After when every slot is taken. A `session_id` that is already 
 reconnect: the new peer takes the old one's slot in one step (`replace`), so no other offer can
 take the slot in between. `SessionLocks` lets the offer handler (stream/signaling.py) handle
 offers for one session id one at a time.
+
+Draining (`drain()`, or by itself after `recycle_after` sessions): a node about to be recycled
+refuses new session ids with 503 `draining` + Retry-After, still takes reconnects of its live
+sessions (they need no new slot), and `wait_empty()` returns once its last session has ended.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import Gauge
 
-from stream.errors import ServerFullError, SessionBusyError
+from stream.errors import DrainingError, ServerFullError, SessionBusyError
 from stream.peer import PeerSession
 from stream.sink import CloseReason
 
@@ -30,11 +34,19 @@ SESSIONS = Gauge("merclip_stream_sessions", "Live WebRTC sessions")
 class SessionRegistry:
     """The live sessions of one server, bounded by `max_sessions`."""
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, recycle_after: int = 0) -> None:
         self.max_sessions = max_sessions
+        self.recycle_after = recycle_after
+        """Drain by itself once this many sessions have been let in (0: never)."""
         self._sessions: dict[str, PeerSession] = {}
         self.rejected_full = 0
         """Offers refused because every slot was taken."""
+        self.admitted = 0
+        """New sessions let in since start (a reconnect is not a new one)."""
+        self.draining = False
+        self._drain_requested = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -49,8 +61,26 @@ class SessionRegistry:
     def sessions(self) -> list[PeerSession]:
         return list(self._sessions.values())
 
+    def drain(self) -> None:
+        """Take no new session from now on (idempotent); live ones go on to their end."""
+        self.draining = True
+        self._drain_requested.set()
+
+    async def wait_drain_requested(self) -> None:
+        await self._drain_requested.wait()
+
+    async def wait_empty(self) -> None:
+        """Return when no session is live (at once when none is)."""
+        await self._empty.wait()
+
     def check_capacity(self) -> None:
-        """Raise ServerFullError when every slot is taken."""
+        """Raise DrainingError when draining, ServerFullError when every slot is taken."""
+        if self.draining:
+            raise DrainingError(
+                "this server is draining (about to restart) and takes no new session; retry, "
+                "or connect to another node",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         if len(self._sessions) >= self.max_sessions:
             self.rejected_full += 1
             raise ServerFullError(
@@ -71,7 +101,11 @@ class SessionRegistry:
             )
         self.check_capacity()
         self._sessions[session.session_id] = session
+        self._empty.clear()
         SESSIONS.inc()
+        self.admitted += 1
+        if self.recycle_after and self.admitted >= self.recycle_after:
+            self.drain()
 
     def replace(self, old: PeerSession, new: PeerSession) -> None:
         """Count `new` in place of `old` (a reconnect), in one step: no other offer can take the
@@ -85,6 +119,8 @@ class SessionRegistry:
         if self._sessions.get(session.session_id) is session:
             del self._sessions[session.session_id]
             SESSIONS.dec()
+            if not self._sessions:
+                self._empty.set()
 
     async def aclose_all(self, reason: CloseReason) -> None:
         sessions = self.sessions()

@@ -30,11 +30,17 @@ class ServerSettings:
     how long an idle keep-alive connection stays open."""
     max_event_streams: int = 64
     """Server-sent event streams (/events/*, /dashboard/events) open at once; more get 503."""
+    recycle_after_sessions: int = 0
+    """Drain and exit after this many new sessions (0: never): recycles a long-lived process."""
+    drain_timeout_seconds: float = 0.0
+    """A drain stops waiting for live sessions after this long and closes them (0: no limit)."""
 
     def validate(self) -> None:
         check(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
         check(self.max_sessions >= 1, "server.max_sessions", "must be >= 1")
         check(self.max_event_streams >= 1, "server.max_event_streams", "must be >= 1")
+        check(self.recycle_after_sessions >= 0, "server.recycle_after_sessions", "must be >= 0")
+        check(self.drain_timeout_seconds >= 0, "server.drain_timeout_seconds", "must be >= 0")
         check(self.connect_timeout_seconds > 0, "server.connect_timeout_seconds", "must be > 0")
         check(self.read_timeout_seconds > 0, "server.read_timeout_seconds", "must be > 0")
         check(self.max_body_bytes >= 1024, "server.max_body_bytes", "must be >= 1024")

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -131,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send the file's VP8/Opus packets as they are (no decoding and re-encoding)",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MERCLIP_TOKEN"),
+        help="publisher access token for a server with auth on (default: $MERCLIP_TOKEN)",
+    )
 
 
 def run(args: argparse.Namespace, settings: StreamSettings) -> int:
@@ -139,7 +145,13 @@ def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
     sid = asyncio.run(
         stream_file(
-            url, args.file, args.session, args.seconds, args.loopback, passthrough=args.passthrough
+            url,
+            args.file,
+            args.session,
+            args.seconds,
+            args.loopback,
+            args.token,
+            passthrough=args.passthrough,
         )
     )
     print(sid)

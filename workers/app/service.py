@@ -3,6 +3,12 @@
 `merclip serve` runs both roles; `merclip ingest` only the WebRTC + extraction role against a
 shared Redis (inference workers run elsewhere with `merclip infer`). Models are loaded at start-up,
 before the HTTP port opens, so the first session does not pay for them.
+
+Draining (`drain_when_asked`): once the session registry is told to drain (SIGUSR2, or
+`server.recycle_after_sessions`), new offers get 503 `draining`, the live sessions go on until
+they end (at most `server.drain_timeout_seconds` when set), their last windows are extracted and
+handed to Redis, and on the embedded Redis (where no other worker exists) inferred too; then the
+caller stops the service as after SIGTERM and exits 0.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Role = Literal["ingest", "infer"]
 EVENT_REPLAY = 50
+DRAIN_FLUSH_SECONDS = 60.0
+"""After the last session of a drain ends: how long its windows may take to be sent (and, with
+the infer role, inferred) before the service stops anyway."""
 
 
 class LiveService:
@@ -131,6 +140,49 @@ class LiveService:
             self.port = await start_site(runner, s.server.host, s.server.port)
             log.info("serving at %s", self.url)
 
+    def drain(self) -> None:
+        """Take no new session from now on (SIGUSR2); `drain_when_asked` does the rest."""
+        if self.app is not None:
+            self.app[REGISTRY].drain()
+
+    async def drain_when_asked(self) -> None:
+        """Wait until a drain is asked for, then until it is done (see the module docstring).
+        Never returns for a service without the ingest role."""
+        if self.app is None or self.pipeline is None:
+            await asyncio.Event().wait()
+        assert self.app is not None and self.pipeline is not None and self.bus is not None
+        registry = self.app[REGISTRY]
+        await registry.wait_drain_requested()
+        log.info(
+            "draining: new offers get 503 draining; waiting for %d live sessions to end",
+            registry.count,
+        )
+        limit = self.settings.server.drain_timeout_seconds or None
+        try:
+            async with asyncio.timeout(limit):
+                await registry.wait_empty()
+        except TimeoutError:
+            log.warning("drain: %d sessions still live after %.0f s: closed", registry.count, limit)
+            await registry.aclose_all("shutdown")
+        pipeline = self.pipeline
+        try:
+            async with asyncio.timeout(DRAIN_FLUSH_SECONDS):
+                # Each ended session's last windows: cut on close, then extracted and sent.
+                while pipeline.sessions or pipeline.counters.windows_unsent:
+                    await asyncio.gather(*(s.wait_done() for s in pipeline.sessions.values()))
+                    await asyncio.sleep(0.1)
+                # On the embedded Redis no other worker will infer them. Acked windows are
+                # deleted: an empty work stream is one with nothing left to infer.
+                while self.embedded_redis is not None and await self.bus.windows_length():
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            log.warning("drain: windows still in flight after %.0f s", DRAIN_FLUSH_SECONDS)
+        log.info(
+            "drained: %d sessions served, %d windows published",
+            registry.admitted,
+            pipeline.counters.windows_published,
+        )
+
     async def _publish_window(self, fw: FeatureWindow) -> str:
         assert self.bus is not None
         metrics.observe_extraction(fw.stage_ms)
@@ -149,6 +201,7 @@ class LiveService:
         process: dict[str, Any] = {}
         if self.app is not None:
             process["webrtc_sessions"] = self.app[REGISTRY].count
+            process["draining"] = self.app[REGISTRY].draining
         if self.pipeline is not None:
             process["ingest"] = dataclasses.asdict(self.pipeline.counters)
         if self.worker is not None:

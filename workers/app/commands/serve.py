@@ -4,6 +4,10 @@ default. Open the printed address in a browser to join.
 The path of a start: `run` applies the flags to the settings, `run_service` runs a
 `workers.app.service.LiveService` (Redis, models, ingest, inference, HTTP) until a signal.
 `merclip ingest` (commands/ingest.py) shares the flags and the runner with one role only.
+
+Stopping: SIGINT/SIGTERM stop promptly (live sessions are closed, windows in flight finished);
+SIGUSR2, or `--recycle-after-sessions N`, drains: no new session (503 `draining`, /readyz 503),
+the live ones go on to their end, their last windows are sent, then the process exits 0.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 
 from workers.app.service import LiveService, Role
 from workers.app.settings import Settings
-from workers.app.signals import dump_stacks_on_sigusr1, stop_on_signals
+from workers.app.signals import drain_on_sigusr2, dump_stacks_on_sigusr1, stop_on_signals
 
 __all__ = [
     "add_arguments",
@@ -38,6 +42,23 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-model", help="open_clip model name (clip.model)")
     parser.add_argument("--clip-pretrained", help="open_clip pretrained tag or file")
     parser.add_argument("--asr-model", help="faster-whisper size, directory or 'bundled'")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        help="sessions streaming at once in this process (server.max_sessions)",
+    )
+    parser.add_argument(
+        "--recycle-after-sessions",
+        type=int,
+        metavar="N",
+        help="drain and exit 0 after N new sessions (server.recycle_after_sessions)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close sessions still live this long into a drain (server.drain_timeout_seconds)",
+    )
 
 
 def apply_service_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
@@ -51,6 +72,9 @@ def apply_service_arguments(settings: Settings, args: argparse.Namespace) -> Set
         ("clip", "model"): args.clip_model,
         ("clip", "pretrained"): args.clip_pretrained,
         ("asr", "model"): args.asr_model,
+        ("server", "max_sessions"): args.max_sessions,
+        ("server", "recycle_after_sessions"): args.recycle_after_sessions,
+        ("server", "drain_timeout_seconds"): args.drain_timeout,
     }
     for (section, key), value in mapping.items():
         if value is not None:
@@ -69,10 +93,19 @@ async def _serve_until_signal(settings: Settings, roles: tuple[Role, ...]) -> No
     async with contextlib.AsyncExitStack() as stack:
         await service.start()
         stack.push_async_callback(_close_within, service, SHUTDOWN_TIMEOUT_SECONDS)
+        drain_on_sigusr2(service.drain)
         # One line on stdout that scripts and tests can wait for.
         print(f"merclip: serving at {service.url}", flush=True)
-        await stop.wait()
-        log.info("shutting down (signal again to exit at once)")
+        stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+        drained = asyncio.create_task(service.drain_when_asked(), name="drain")
+        done, _ = await asyncio.wait({stopped, drained}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, drained):
+            task.cancel()
+        if drained in done:
+            drained.result()
+            log.info("drained; shutting down")
+        else:
+            log.info("shutting down (signal again to exit at once)")
     log.info("stopped")
 
 

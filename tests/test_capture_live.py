@@ -128,3 +128,43 @@ async def test_microphone_speech_reaches_the_server_at_its_level(media_dir: Path
     # 16 kHz -> 48 kHz stereo -> Opus -> the server's 16 kHz mono: the level survives.
     assert rms_got == pytest.approx(rms_sent, rel=0.15), (rms_got, rms_sent)
     print(f"speech rms sent {rms_sent:.4f} received {rms_got:.4f}")
+
+
+async def test_read_events_passes_partials_apart_from_events() -> None:
+    # The server's SSE route interleaves `event: partial` messages (no scores, no transcript
+    # key of an event) with events; a reader that took them for events broke every consumer.
+    from aiohttp import web
+
+    from stream.sse import sse_message
+
+    stream = [
+        {"type": "emotion", "event_id": "a1", "transcript": "hello"},
+        {"type": "partial_transcript", "partial": True, "text": "there"},
+        {"type": "emotion", "event_id": "a2", "transcript": "again"},
+    ]
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for message in stream:
+            await resp.write(sse_message(message))
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/events/{sid}", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        got: list[dict[str, Any]] = []
+        partials: list[dict[str, Any]] = []
+        await read_events(f"http://127.0.0.1:{port}", "s", got.append, partials.append)
+        assert [ev["transcript"] for ev in got] == ["hello", "again"]
+        assert [p["text"] for p in partials] == ["there"]
+        only_events: list[dict[str, Any]] = []
+        await read_events(f"http://127.0.0.1:{port}", "s", only_events.append)
+        assert only_events == got
+    finally:
+        await runner.cleanup()

@@ -139,10 +139,15 @@ async def first_of(*events: asyncio.Event, timeout: float | None) -> bool:
 
 
 async def read_events(
-    url: str, session_id: str, on_event: Callable[[dict[str, Any]], None]
+    url: str,
+    session_id: str,
+    on_event: Callable[[dict[str, Any]], None],
+    on_partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Call `on_event` with each event of the session from the server's SSE route, until
-    cancelled or the server ends the stream. Raises CaptureError when the server has none."""
+    cancelled or the server ends the stream. Partial transcripts (`event: partial`) go to
+    `on_partial`, or nowhere without one: they are not events and carry no scores. Raises
+    CaptureError when the server has none."""
     events_url = f"{url.rstrip('/')}/events/{session_id}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -151,10 +156,17 @@ async def read_events(
                 detail = (await resp.text())[:200]
                 raise CaptureError(f"GET {events_url}: HTTP {resp.status}: {detail}")
             data: list[str] = []
+            kind = "message"  # SSE's default event type
             async for raw in resp.content:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if line.startswith("data:"):
                     data.append(line[5:].lstrip(" "))
-                elif not line and data:  # a blank line ends one SSE message
-                    on_event(json.loads("\n".join(data)))
-                    data = []
+                elif line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif not line:  # a blank line ends one SSE message
+                    handler = on_event if kind == "message" else None
+                    if kind == "partial":
+                        handler = on_partial
+                    if data and handler is not None:
+                        handler(json.loads("\n".join(data)))
+                    data, kind = [], "message"

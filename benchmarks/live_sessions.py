@@ -46,12 +46,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import word_latency  # noqa: E402
+from fleet import Fleet  # noqa: E402
 from media import face_frame, read_wav_16k, speech_wav  # noqa: E402
 from serve_process import RssSeries, ServeProcess  # noqa: E402
 from word_latency import RefWord, WordClock  # noqa: E402
 
 from stream.clients.file import stream_file  # noqa: E402
 from workers.schemas import EmotionEvent, PartialTranscript  # noqa: E402
+from workers.settings import IngestSettings  # noqa: E402
 from workers.subscriber import subscribe  # noqa: E402
 
 SENTENCES = [
@@ -193,7 +195,12 @@ def word_latencies(
 
 
 async def run_bench(
-    args: argparse.Namespace, url: str, redis_url: str, media: Path, ref: list[RefWord], n: int
+    args: argparse.Namespace,
+    urls: list[str],
+    redis_url: str,
+    media: Path,
+    ref: list[RefWord],
+    n: int,
 ) -> dict:
     events: list[tuple[float, EmotionEvent]] = []
     partials: list[tuple[float, PartialTranscript]] = []
@@ -212,9 +219,13 @@ async def run_bench(
     results = await asyncio.gather(
         *(
             stream_file(
-                url, media, session_id=s, seconds=args.seconds, passthrough=args.passthrough
+                urls[i % len(urls)],  # spread over the ingest nodes, as a load balancer would
+                media,
+                session_id=s,
+                seconds=args.seconds,
+                passthrough=args.passthrough,
             )
-            for s in sessions
+            for i, s in enumerate(sessions)
         ),
         return_exceptions=True,
     )
@@ -258,6 +269,7 @@ async def run_bench(
         for e in evs
     ]
     hop, window = args.hop, args.window
+    threads = args.extract_threads or IngestSettings().extract_threads
     expected = n * max(0, int((args.seconds - window) // hop) + 1)
 
     return {
@@ -289,7 +301,7 @@ async def run_bench(
         # the share of the ingest's capacity one session takes (N sessions keep up while N x
         # this stays below 1 and the lag does not grow).
         "real_time_factor": (
-            statistics.fmean(extract_ms) / 1000 / hop / args.extract_threads if extract_ms else None
+            statistics.fmean(extract_ms) / 1000 / hop / threads if extract_ms else None
         ),
         "models": sorted({f"{e.model_name} {e.model_version}" for e in evs}),
         "windows_with_emotion": sum(1 for e in evs if e.emotions_predicted),
@@ -305,39 +317,15 @@ def main() -> int:
         default="1",
         help="session counts, comma-separated (1,2,4): run one after the other on one serve",
     )
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--clip-model", default=None, help="default: the service's (clip.model)")
-    p.add_argument("--model", default=None, help="default: the service's (model.name)")
+    add_service_options(p)
     p.add_argument(
-        "--space", default=None, help="features.space (default: the service's); live = CLIP"
-    )
-    p.add_argument(
-        "--pause", type=float, default=0.0, help="silence between sentences (0: nonstop talk)"
-    )
-    p.add_argument("--window", type=float, default=4.0)
-    p.add_argument("--hop", type=float, default=2.0)
-    p.add_argument("--extract-threads", type=int, default=2)
-    p.add_argument(
-        "--client-nice",
+        "--ingest-processes",
         type=int,
-        default=None,
-        help="niceness of the benchmark clients (default: 0 with --passthrough, where they cost "
-        "~0.02 cores each and a starved client sends audio in bursts the server has to drop; "
-        "10 with --no-passthrough, where their VP8 encoding would compete with the server)",
+        default=0,
+        help="0: one `merclip serve` (embedded Redis); K: K `merclip ingest` processes on one "
+        "Redis with --infer-workers `merclip infer` workers, sessions spread over them",
     )
-    p.add_argument(
-        "--video-fps", type=float, default=None, help="default: config (ingest.video_fps)"
-    )
-    p.add_argument("--drain", type=float, default=8.0, help="seconds to wait for late events")
-    p.add_argument(
-        "--passthrough",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clients send the file's VP8/Opus packets as they are, like a browser elsewhere "
-        "(--no-passthrough: decode and re-encode on this machine)",
-    )
-    p.add_argument("--partials", type=float, default=None, help="asr.partial_seconds (0: off)")
-    p.add_argument("--rest", type=float, default=5.0, help="seconds between runs of a sweep")
+    p.add_argument("--infer-workers", type=int, default=1, help="with --ingest-processes")
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
     counts = [int(x) for x in str(args.sessions).split(",")]
@@ -346,23 +334,14 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="merclip-bench-"))
     media, ref = make_media(work, args.seconds + 2, pause=args.pause)
-    env = {
-        "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
-        "MERCLIP_INGEST_HOP_SECONDS": str(args.hop),
-        "MERCLIP_INGEST_EXTRACT_THREADS": str(args.extract_threads),
-        "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, *counts)),
-    }
-    for name, value in (
-        ("MERCLIP_CLIP_MODEL", args.clip_model),
-        ("MERCLIP_MODEL_NAME", args.model),
-        ("MERCLIP_FEATURES_SPACE", args.space),
-        ("MERCLIP_INGEST_VIDEO_FPS", args.video_fps),
-        ("MERCLIP_ASR_PARTIAL_SECONDS", args.partials),
-    ):
-        if value is not None:
-            env[name] = str(value)
+    env = service_env(args, max(counts))
     results = []
-    with ServeProcess(env, work) as serve:
+    service = (
+        Fleet(env, ingest=args.ingest_processes, infer=args.infer_workers)
+        if args.ingest_processes
+        else ServeProcess(env, work)
+    )
+    with service as serve:
         # The WebRTC clients share this machine with the server; real clients are browsers
         # elsewhere. Lower their priority so the server is measured, not the contest between
         # the two (their CPU use is still reported).
@@ -389,6 +368,68 @@ def main() -> int:
     if len(results) > 1:
         print("\n".join(one_line(r) for r in results), file=sys.stderr)
     return 0
+
+
+def service_env(args: argparse.Namespace, max_sessions: int) -> dict[str, str]:
+    """The MERCLIP_* settings the benchmark gives the service's processes."""
+    env = {
+        "MERCLIP_INGEST_WINDOW_SECONDS": str(args.window),
+        "MERCLIP_INGEST_HOP_SECONDS": str(args.hop),
+        "MERCLIP_SERVER_MAX_SESSIONS": str(max(8, max_sessions)),
+    }
+    for name, value in (
+        ("MERCLIP_INGEST_EXTRACT_THREADS", args.extract_threads),
+        ("MERCLIP_CLIP_MODEL", args.clip_model),
+        ("MERCLIP_MODEL_NAME", args.model),
+        ("MERCLIP_FEATURES_SPACE", args.space),
+        ("MERCLIP_INGEST_VIDEO_FPS", args.video_fps),
+        ("MERCLIP_ASR_PARTIAL_SECONDS", args.partials),
+    ):
+        if value is not None:
+            env[name] = str(value)
+    return env
+
+
+def add_service_options(p: argparse.ArgumentParser) -> None:
+    """The options that say what service is measured and how its clients behave."""
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--clip-model", default=None, help="default: the service's (clip.model)")
+    p.add_argument("--model", default=None, help="default: the service's (model.name)")
+    p.add_argument(
+        "--space", default=None, help="features.space (default: the service's); live = CLIP"
+    )
+    p.add_argument(
+        "--pause", type=float, default=0.0, help="silence between sentences (0: nonstop talk)"
+    )
+    p.add_argument("--window", type=float, default=4.0)
+    p.add_argument("--hop", type=float, default=2.0)
+    p.add_argument(
+        "--extract-threads",
+        type=int,
+        default=None,
+        help="ingest.extract_threads per ingest process (default: the service's)",
+    )
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=None,
+        help="niceness of the benchmark clients (default: 0 with --passthrough, where they cost "
+        "~0.02 cores each and a starved client sends audio in bursts the server has to drop; "
+        "10 with --no-passthrough, where their VP8 encoding would compete with the server)",
+    )
+    p.add_argument(
+        "--video-fps", type=float, default=None, help="default: config (ingest.video_fps)"
+    )
+    p.add_argument("--drain", type=float, default=8.0, help="seconds to wait for late events")
+    p.add_argument(
+        "--passthrough",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clients send the file's VP8/Opus packets as they are, like a browser elsewhere "
+        "(--no-passthrough: decode and re-encode on this machine)",
+    )
+    p.add_argument("--partials", type=float, default=None, help="asr.partial_seconds (0: off)")
+    p.add_argument("--rest", type=float, default=5.0, help="seconds between runs of a sweep")
 
 
 def one_line(r: dict) -> str:
@@ -421,43 +462,45 @@ BATCH_METRICS = {
 }
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The service's /metrics as {name{labels}: value}."""
+def scrape(urls: list[str]) -> dict[str, float]:
+    """The service's /metrics as {name{labels}: value}, summed over its processes."""
     import urllib.request
 
-    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
+    out: dict[str, float] = {}
+    for url in urls:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
 def measure(
-    args: argparse.Namespace, serve: ServeProcess, media: Path, ref: list[RefWord], n: int
+    args: argparse.Namespace, serve: ServeProcess | Fleet, media: Path, ref: list[RefWord], n: int
 ) -> dict:
-    """Run n sessions against `serve`; the result with CPU use, peak RSS and what was shed."""
-    sampler = RssSeries(serve.pid, every=0.5)
+    """Run n sessions against `serve` (one process, or a Fleet of ingest nodes and workers); the
+    result with CPU use, peak RSS and what was shed."""
+    sampler = RssSeries(serve.pids, every=0.5)
     sampler.start()
-    before = scrape(serve.url)
+    before = scrape(serve.metrics_urls)
 
     def cpu_seconds(p: psutil.Process) -> float:
         """CPU seconds of a process and its children (the client's include the server's)."""
         procs = [p, *p.children(recursive=True)]
         return sum(sum(q.cpu_times()[:2]) for q in procs)
 
-    serve_proc = psutil.Process(serve.pid)
+    serve_procs = [psutil.Process(pid) for pid in serve.pids()]
     serve_cpu0, client_cpu0, wall0 = (
-        cpu_seconds(serve_proc),
+        sum(cpu_seconds(p) for p in serve_procs),
         cpu_seconds(psutil.Process()),
         time.monotonic(),
     )
     try:
-        result = asyncio.run(run_bench(args, serve.url, serve.redis_url, media, ref, n))
+        result = asyncio.run(run_bench(args, serve.urls, serve.redis_url, media, ref, n))
         wall = time.monotonic() - wall0
-        after = scrape(serve.url)
+        after = scrape(serve.metrics_urls)
         result["shed"] = {
             k: int(after.get(m, 0) - before.get(m, 0)) for k, m in SHED_METRICS.items()
         }
@@ -473,7 +516,7 @@ def measure(
         ) / wall
         # Cores in use on average: the server's, and the benchmark client's (which shares this
         # machine here; a real client is a browser elsewhere).
-        serve_cores = (cpu_seconds(serve_proc) - serve_cpu0) / wall
+        serve_cores = (sum(cpu_seconds(p) for p in serve_procs) - serve_cpu0) / wall
         result["cpu_cores_used"] = {
             "serve": round(serve_cores, 2),
             "client": round((cpu_seconds(psutil.Process()) - client_cpu0) / wall - serve_cores, 2),

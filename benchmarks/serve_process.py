@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -43,6 +43,20 @@ class ServeProcess:
         assert self._proc is not None, "not started"
         return self._proc.pid
 
+    @property
+    def urls(self) -> list[str]:
+        """The ingest nodes' URLs: this one (as Fleet.urls)."""
+        return [self.url]
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """Where its /metrics are (as Fleet.metrics_urls)."""
+        return [self.url]
+
+    def pids(self) -> list[int]:
+        """The service's processes (as Fleet.pids): serve, whose children include its Redis."""
+        return [self.pid]
+
     def __enter__(self) -> ServeProcess:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.app", "--log-level", "WARNING", "serve", "--port", "0"],
@@ -51,7 +65,7 @@ class ServeProcess:
         self._proc = proc
         # A killed benchmark must not leave the server behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        atexit.register(lambda: proc.poll() is None and proc.kill())
+        atexit.register(lambda: None if proc.poll() is not None else proc.kill())
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if "serving at" not in line:
@@ -86,12 +100,13 @@ class ServeProcess:
 
 
 class RssSeries(threading.Thread):
-    """RSS of a process and all its children, sampled every `every` seconds:
+    """RSS of a process and all its children (or of the processes `pid()` names at each sample,
+    e.g. a Fleet's, whose members come and go), sampled every `every` seconds:
     `samples` = [(seconds since start, total bytes, {"name[pid]": bytes})], `peak` = max total."""
 
-    def __init__(self, pid: int, every: float = 1.0) -> None:
+    def __init__(self, pid: int | Callable[[], list[int]], every: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
+        self.roots = pid if callable(pid) else (lambda: [pid])
         self.every = every
         self.samples: list[tuple[float, int, dict[str, int]]] = []
         self.peak = 0
@@ -100,10 +115,15 @@ class RssSeries(threading.Thread):
     def run(self) -> None:
         t0 = time.monotonic()
         while not self.stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                parts = {f"{p.name()}[{p.pid}]": p.memory_info().rss for p in procs}
-            except psutil.Error:
+            parts: dict[str, int] = {}
+            for pid in self.roots():
+                try:
+                    root = psutil.Process(pid)
+                    for p in [root, *root.children(recursive=True)]:
+                        parts[f"{p.name()}[{p.pid}]"] = p.memory_info().rss
+                except psutil.Error:
+                    continue  # it exited between the listing and the sample
+            if not parts:
                 break
             total = sum(parts.values())
             self.peak = max(self.peak, total)

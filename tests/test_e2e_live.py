@@ -74,7 +74,9 @@ async def test_face_and_speech_reach_events_on_channel_and_stream(
         assert ev.session_id == session
         assert len(ev.emotion_probs) == 6 and all(0.0 <= p <= 1.0 for p in ev.emotion_probs)
         assert ev.emotion_labels == ["happy", "sad", "anger", "surprise", "disgust", "fear"]
-        assert ev.sentiment in ("negative", "positive")
+        # Sentiment is read from words: a window with no transcript (the clip's silent tail)
+        # has none, rather than a guess from the face.
+        assert ev.sentiment in (("negative", "positive") if ev.transcript else (None,)), ev
         assert abs(sum(ev.sentiment_probs) - 1.0) < 1e-3
         assert ev.pretrained is False and ev.zero_shot is True
         lat = ev.latency
@@ -240,4 +242,5 @@ async def test_a_trained_checkpoint_serves_both_tasks(media_dir: Path, tmp_path:
     ev = got[0]
     assert ev.zero_shot is False
     assert ev.model_version != "" and not ev.model_version.startswith("zero-shot")
-    assert len(ev.emotion_probs) == 6 and ev.sentiment in ("negative", "positive")
+    assert len(ev.emotion_probs) == 6
+    assert ev.sentiment in (("negative", "positive") if ev.transcript else (None,)), ev

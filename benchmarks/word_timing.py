@@ -13,8 +13,10 @@ Stitching: each sentence of SENTENCES, after `lead` seconds of silence (--leads 
 service windows (4 s, 2 s hop) by SessionWindower, transcribed once per window, and stitched by
 SessionTranscript for several GUARD values; printed per guard: word errors of the stitched
 transcript against the script (normalised words: misheard, missing, extra; a word published
-twice would be extra), and sessions transcribed exactly. The evidence for GUARD_SECONDS in
-workers/transcript.py.
+twice would be extra), and sessions transcribed exactly. The same for the five sentences back to
+back with no pauses (a person who keeps talking), and each case once more without the hand-back
+of hops a window did not hear (SessionTranscript.handback). The evidence for GUARD_SECONDS and
+the hand-back in workers/transcript.py.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from media import read_wav_16k, speech_wav  # noqa: E402
 
 from workers.features.asr import AsrResult, Transcriber  # noqa: E402
-from workers.transcript import SessionTranscript, normalise  # noqa: E402
+from workers.transcript import GUARD_SECONDS, SessionTranscript, normalise  # noqa: E402
 from workers.windowing import RawWindow, SessionWindower  # noqa: E402
 
 SENTENCES = (
@@ -90,24 +92,42 @@ def cost(speech: list[np.ndarray], calls: int) -> None:
     print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
+Session = tuple[list[str], list[tuple[RawWindow, AsrResult]]]
+"""The script's normalised words, and each window with what Whisper heard in it."""
+
+
+def transcribed(asr: Transcriber, text: str, audio: np.ndarray, lead: float) -> Session:
+    ws = windows(audio, lead)
+    offsets = [w.media_start if w.audio_start is None else w.audio_start for w in ws]
+    results = [asr.transcribe_window(w.audio, o) for w, o in zip(ws, offsets, strict=True)]
+    return [normalise(x) for x in text.split()], list(zip(ws, results, strict=True))
+
+
 def stitching(speech: list[np.ndarray], leads: int) -> None:
+    """Each sentence alone after a lead-in (GUARD_SECONDS), and the sentences back to back
+    without pauses, a person who keeps talking (the hand-back of unheard hops)."""
     asr = Transcriber("bundled", context_seconds=10.0)
-    sessions: list[tuple[list[str], list[tuple[RawWindow, AsrResult]]]] = []
-    for text, audio in zip(SENTENCES, speech, strict=True):
-        for k in range(leads):
-            ws = windows(audio, 0.1 + 0.2 * k)
-            offsets = [w.media_start if w.audio_start is None else w.audio_start for w in ws]
-            results = [asr.transcribe_window(w.audio, o) for w, o in zip(ws, offsets, strict=True)]
-            sessions.append(
-                ([normalise(x) for x in text.split()], list(zip(ws, results, strict=True)))
-            )
+    alone = [
+        transcribed(asr, text, audio, 0.1 + 0.2 * k)
+        for text, audio in zip(SENTENCES, speech, strict=True)
+        for k in range(leads)
+    ]
+    report(f"{len(alone)} sessions ({len(SENTENCES)} sentences x {leads} lead-ins)", alone)
+    talk = " ".join(SENTENCES)
+    nonstop = np.concatenate(speech)
+    talking = [transcribed(asr, talk, nonstop, 0.1 + 0.2 * k) for k in range(leads)]
+    seconds = nonstop.size / 16000
+    report(f"{leads} sessions of nonstop talk ({seconds:.0f} s each, {leads} lead-ins)", talking)
+
+
+def report(title: str, sessions: list[Session]) -> None:
     total = sum(len(script) for script, _ in sessions)
-    print(f"stitching, {len(sessions)} sessions ({len(SENTENCES)} sentences x {leads} lead-ins):")
-    for guard in GUARDS:
+    print(f"stitching, {title}:")
+    for guard, handback in [(g, True) for g in GUARDS] + [(GUARD_SECONDS, False)]:
         counts = {"replace": 0, "delete": 0, "insert": 0}
         exact = 0
         for script, per_window in sessions:
-            st = SessionTranscript(guard=guard)
+            st = SessionTranscript(guard=guard, handback=handback)
             got = [
                 normalise(w.text)
                 for raw, r in per_window
@@ -124,7 +144,8 @@ def stitching(speech: list[np.ndarray], leads: int) -> None:
             exact += got == script
         errors = sum(counts.values())
         print(
-            f"  guard {guard:4.2f} s: word errors {errors}/{total} ({errors / total:.1%}: "
+            f"  guard {guard:4.2f} s{'' if handback else ', no hand-back'}: word errors "
+            f"{errors}/{total} ({errors / total:.1%}: "
             f"{counts['replace']} misheard, {counts['delete']} missing, {counts['insert']} extra), "
             f"exact {exact}/{len(sessions)}"
         )

@@ -25,7 +25,25 @@ def test_the_first_window_owns_its_words_up_to_the_guard_before_its_end() -> Non
     st = SessionTranscript()
     heard = [w("Hello", 0.3, 0.7), w("there", 0.7, 3.70), w("my", 3.70, 3.80)]
     assert texts(st.own(heard, media_end=4.0)) == ["Hello", "there"]
-    assert st.until == pytest.approx(4.0 - GUARD_SECONDS)
+    # Handed out up to the last word it heard before its limit (4 - guard), not beyond.
+    assert st.until == pytest.approx(3.70)
+
+
+def test_a_hop_the_window_did_not_hear_is_owned_by_the_next_window() -> None:
+    """tiny.en gives some windows that start mid-phrase one stray word at their very end (seen
+    in the nonstop-talk benchmark). Windows [0, 4), [2, 6), [4, 8): the second hears only that
+    stray word, so the words of [4, 5.75) are heard by the third window alone, at its start,
+    and must be published by it, not lost."""
+    first = [w("Hello", 0.3, 0.7), w("world", 0.8, 1.6), w("this", 2.0, 3.6)]
+    stray = [w("and", 5.9, 5.98)]  # in the guard: owned by nobody, so nothing was heard
+    third = [w("is", 4.1, 4.4), w("a", 4.5, 4.6), w("test", 4.7, 5.2), w("of", 5.9, 6.2)]
+    st = SessionTranscript()
+    got = st.own(first, 4.0) + st.own(stray, 6.0) + st.own(third, 8.0)
+    assert texts(got) == ["Hello", "world", "this", "is", "a", "test", "of"]
+    # Without the hand-back the second window's limit (5.75) is where the third starts owning.
+    old = SessionTranscript(handback=False)
+    got = old.own(first, 4.0) + old.own(stray, 6.0) + old.own(third, 8.0)
+    assert texts(got) == ["Hello", "world", "this", "of"]
 
 
 @pytest.mark.parametrize("end", [3.74, 3.75, 3.76])

@@ -60,7 +60,7 @@ class IngestSettings:
     video_fps: float = 1.0
     max_faces_per_window: int = 4
     max_pending_windows: int = 2
-    extract_threads: int = 2
+    extract_threads: int = 4
     max_unsent_windows: int = 64
     """Extracted windows held while Redis is unreachable; beyond it the oldest are dropped."""
 

@@ -14,6 +14,16 @@ A slope near 0 (within noise of a few MB/min after warm-up) means memory is flat
 positive slope over a long run is a leak. Slopes are also given per process (the service, and the
 embedded redis-server, whose data is bounded by redis.windows_maxlen / events_maxlen /
 events_ttl_s rather than flat), with Redis's own used_memory and key count at the end.
+
+With recycling (`--ingest-processes 2 --recycle-after-sessions 15`): one Redis, one `merclip
+infer` and K `merclip ingest` nodes that drain and exit after N sessions and are started again on
+their port (benchmarks/fleet.py, as a supervisor would); each session is offered to the nodes in
+turn until one takes it. Adds RSS per role (redis, infer, ingest: the nodes alive at each
+sample), every ingest generation's RSS a minute into its life and its peak, the restarts, and the
+offers refused while a node drained or restarted.
+
+    python benchmarks/soak_memory.py --sessions 3 --minutes 32 --warmup 300 \
+        --ingest-processes 2 --recycle-after-sessions 15
 """
 
 from __future__ import annotations
@@ -123,6 +133,33 @@ def by_role(samples: list, roles: object, warmup: float) -> dict[str, dict[str, 
     return out
 
 
+def generations(samples: list, roles: object) -> list[dict[str, float]]:
+    """Each ingest process of a recycling run, in start order: when it was first and last
+    seen, its RSS a minute into its life and its peak. Equal peaks from one generation to the
+    next mean recycling bounds the memory, whatever each process's own growth."""
+    if not isinstance(roles, dict):
+        return []
+    seen: dict[int, list[tuple[float, int]]] = {}
+    for t, _, parts in samples:
+        for name, rss in parts.items():
+            pid = _pid(name)
+            if roles.get(pid) == "ingest":
+                seen.setdefault(pid, []).append((t, rss))
+    out = []
+    for pts in sorted(seen.values(), key=lambda pts: pts[0][0]):
+        first, last = pts[0][0], pts[-1][0]
+        settled = [rss for t, rss in pts if t >= first + 60] or [pts[-1][1]]
+        out.append(
+            {
+                "first_seen_s": round(first),
+                "lifetime_s": round(last - first),
+                "rss_mb_at_1_min": round(settled[0] / 2**20, 1),
+                "rss_mb_peak": round(max(rss for _, rss in pts) / 2**20, 1),
+            }
+        )
+    return out
+
+
 def _pid(name: str) -> int:
     """The pid of an RssSeries part name, `python3[1234]`."""
     return int(name.rsplit("[", 1)[1].rstrip("]"))
@@ -224,7 +261,7 @@ def main() -> int:
     result = {
         "sessions": args.sessions,
         "minutes": args.minutes,
-        "models": "tiny" if args.tiny else "service defaults (ViT-B-32 random init, tiny.en)",
+        "models": "tiny" if args.tiny else "service defaults",
         "clip_seconds": args.clip_seconds,
         "warmup_s": args.warmup,
         "rss_mb_start": round(float(mb[:5].mean()), 1),
@@ -233,6 +270,7 @@ def main() -> int:
         "rss_slope_mb_per_min": round(slope_per_min, 2),
         "by_process": by_process,
         "by_role": by_role(series.samples, recycling.get("roles"), args.warmup),
+        "ingest_generations": generations(series.samples, recycling.get("roles")),
         "recycling": {k: v for k, v in recycling.items() if k != "roles"},
         "redis_at_end": redis_stats,
         **counts,
@@ -240,7 +278,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        result["samples"] = [(round(t, 1), rss) for t, rss, _ in series.samples]
+        result["samples"] = [(round(t, 1), rss, parts) for t, rss, parts in series.samples]
         args.json.write_text(json.dumps(result, indent=2))
     return 0
 

@@ -164,9 +164,7 @@ async def read_events(
                 elif line.startswith("event:"):
                     kind = line[6:].strip()
                 elif not line:  # a blank line ends one SSE message
-                    handler = on_event if kind == "message" else None
-                    if kind == "partial":
-                        handler = on_partial
+                    handler = {"message": on_event, "partial": on_partial}.get(kind)
                     if data and handler is not None:
                         handler(json.loads("\n".join(data)))
                     data, kind = [], "message"
